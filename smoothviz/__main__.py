@@ -1,0 +1,5 @@
+import sys
+
+from smoothviz.cli import main
+
+sys.exit(main())

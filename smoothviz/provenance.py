@@ -1,0 +1,83 @@
+"""What produced a number: device, driver, versions, git SHA, date. Stored next to every result."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_sha(short: bool = False) -> str:
+    """The checkout's HEAD commit (with ``+dirty`` when files differ), or ``"unknown"``."""
+    try:
+        args = ["git", "rev-parse", "--short", "HEAD"] if short else ["git", "rev-parse", "HEAD"]
+        sha = subprocess.run(
+            args,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    """A human-readable device name: the GPU's model, or the CPU's."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu} ({torch.get_num_threads()} threads)"
+
+
+def environment_info(device: str | torch.device = "cpu") -> dict[str, str]:
+    """Device, driver, versions, git SHA and UTC date, as strings ready for JSON."""
+    info = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_sha": git_sha(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except Exception:  # torchvision is optional for provenance; its absence is recorded
+        info["torchvision"] = "not importable"
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        info["cuda"] = str(torch.version.cuda)
+        try:
+            info["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            info["driver"] = "unknown"
+    return info
