@@ -171,8 +171,8 @@ def test_training_on_a_users_own_tensors(cache_dir):
     from smoothviz.data import from_tensors
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(256, 3, 8, 8, generator=g)
-    y = (x.mean(dim=(1, 2, 3)) > 0).long()
+    y = torch.randint(0, 2, (512,), generator=g)
+    x = torch.randn(512, 3, 8, 8, generator=g) + (2.0 * y - 1)[:, None, None, None]  # separable
     data = from_tensors(x, y, x[:64], y[:64])
     run = train(
         TrainConfig(model="mlp", width=32, epochs=4, batch_size=32, device="cpu"),
