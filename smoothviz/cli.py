@@ -69,7 +69,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from smoothviz.train import train
+    from smoothviz.training import train
 
     cfg = _config_from_args(args)
     run = train(cfg, cache_dir=args.cache_dir, progress=not args.quiet)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except (ConfigError, ValueError, TypeError, OSError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"smoothviz {args.command}: error: {exc}", file=sys.stderr)

@@ -333,6 +333,8 @@ def load_dataset(
         raise ValueError(f"dataset: unknown dataset {name!r}; allowed: {list(DATASET_NAMES)}")
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a folder path (str or Path) or None, got {root!r}")
     root_path = Path(root).expanduser() if root is not None else None
     if name == "fashion-mnist-mini":
         data = _load_mini(root_path)

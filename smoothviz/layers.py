@@ -8,7 +8,7 @@ out, as in design.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +38,8 @@ def select_layers(
     ------
     ValueError
         If a name does not exist in ``model`` or is not a Conv2d/Linear.
+    TypeError
+        If ``layers`` is not None, a string or an iterable of names.
     """
     found = compressible_layers(model)
     if layers is None:
@@ -46,6 +48,9 @@ def select_layers(
         if layers == "all":
             return found
         raise ValueError(f"layers must be None, 'all' or a sequence of layer names, got {layers!r}")
+    if not isinstance(layers, Iterable):
+        raise TypeError(f"layers must be None, 'all' or a sequence of layer names, got {layers!r}")
+    layers = list(layers)  # a generator is read once
     by_name = dict(found)
     unknown = [name for name in layers if name not in by_name]
     if unknown:

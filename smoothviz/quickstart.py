@@ -10,12 +10,12 @@ from smoothviz.config import TrainConfig
 from smoothviz.layers import select_layers
 from smoothviz.regularizers import normalized_difference
 from smoothviz.spectral import effective_rank, singular_values
-from smoothviz.train import train
+from smoothviz.training import train
 
 # λ values chosen on the embedded data with the cnn (docs/methods.md, "Default strengths").
 QUICKSTART_TRAININGS = {
     "baseline": {},
-    "nuclear": {"nuclear": 1e-2, "nuclear_every": 10},
+    "nuclear": {"nuclear": 1e-2, "nuclear_every": 20},
     "first_order": {"first_order": 2e-2},
 }
 

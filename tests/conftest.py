@@ -52,9 +52,9 @@ def zoo():
 
 @pytest.fixture(scope="session")
 def trained_cnn(mini_data, tmp_path_factory):
-    """A small CNN trained for a few epochs on the mini data through smoothviz.train (cached)."""
+    """A small CNN trained for a few epochs on the mini data through smoothviz.training (cached)."""
     from smoothviz.config import TrainConfig
-    from smoothviz.train import train
+    from smoothviz.training import train
 
     cfg = TrainConfig(model="cnn", width=8, epochs=3, seed=0)
     run = train(cfg, data=mini_data, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)

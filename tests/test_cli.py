@@ -39,6 +39,8 @@ def test_train_command_runs_and_the_second_call_uses_the_cache(cache_dir):
         "1",
         "--train-subset",
         "500",
+        "--batch-size",
+        "64",
         "--quiet",
         "--cache-dir",
         str(cache_dir),

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from smoothviz.atomic import atomic_torch_save, atomic_write_text
 from smoothviz.config import ConfigError, TrainConfig
 from smoothviz.data import ImageData, augment_batch, default_cache_dir, load_dataset, sha256_of
 from smoothviz.layers import select_layers
+from smoothviz.measure import evaluate
 from smoothviz.models import build_model
 from smoothviz.provenance import environment_info
 from smoothviz.regularizers import Regularization
@@ -38,6 +40,7 @@ from smoothviz.regularizers import Regularization
 # Part of every cache key: a change to the model definitions invalidates old checkpoints.
 MODEL_CODE_VERSION = hashlib.sha256(inspect.getsource(_models_module).encode()).hexdigest()[:12]
 CHECKPOINT_FORMAT = 1
+MIN_STEPS = 4  # the one-cycle schedule needs a warm-up and a decay phase of two steps each
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,25 +111,6 @@ def _paths(cache_dir: Path, key: str) -> dict[str, Path]:
     }
 
 
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: bool
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over ``(x, y)``, batched, one host sync at the end."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for i in range(0, len(y), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
-    model.train(was_training)
-    return float(loss_sum) / len(y), float(correct) / len(y)
-
-
 def _make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
     # Weight decay on conv/linear weights only, not on BatchNorm parameters or biases.
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -141,8 +125,9 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
         nesterov=cfg.momentum > 0,
     )
     if cfg.schedule == "onecycle":
+        # At least two warm-up steps: torch's OneCycleLR divides by (warm-up steps - 1).
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25
+            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=max(0.25, 2 / total_steps)
         )
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
@@ -237,6 +222,13 @@ def train(
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if data is not None and not isinstance(data, ImageData):
+        raise TypeError(
+            f"data must be an ImageData (see smoothviz.data.from_tensors) or None, "
+            f"got {type(data).__name__}"
+        )
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir must be a folder path (str or Path) or None, got {cache_dir!r}")
     device = resolve_device(cfg.device)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if not use_cache:
@@ -280,6 +272,11 @@ def _train(
     )
     n = len(data.y_train)
     steps_per_epoch = n // cfg.batch_size  # the ragged last batch is dropped (BatchNorm-safe)
+    if cfg.epochs * steps_per_epoch < MIN_STEPS:
+        raise ConfigError(
+            f"epochs x (training images // batch_size) = {cfg.epochs} x {steps_per_epoch} optimiser "
+            f"steps; at least {MIN_STEPS} are needed: raise epochs or lower batch_size"
+        )
     opt, sched = _make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
     history: list[dict] = []
     start_epoch = 0
@@ -350,7 +347,8 @@ def _train(
                 f"(nuclear={cfg.nuclear}, first_order={cfg.first_order}, second_order={cfg.second_order}, "
                 f"proximal={cfg.proximal}) is too large. No finished checkpoint was written."
             )
-        test_loss, test_acc = _evaluate(model, data.x_test, data.y_test, 1024, cuda)
+        scores = evaluate(model, (data.x_test, data.y_test), batch_size=1024, autocast=cuda)
+        test_loss, test_acc = scores["loss"], scores["accuracy"]
         row = {"epoch": epoch + 1, "train_loss": means[0]}
         row.update({f"reg_{t}": v for t, v in zip(terms, means[1:])})
         if cfg.proximal > 0:

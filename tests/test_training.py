@@ -15,7 +15,7 @@ from smoothviz.config import TrainConfig
 from smoothviz.layers import select_layers
 from smoothviz.regularizers import normalized_difference
 from smoothviz.spectral import effective_rank, singular_values
-from smoothviz.train import TrainingDiverged, cache_key, train
+from smoothviz.training import TrainingDiverged, cache_key, train
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough for seconds per run on two CPU cores, real data all the same.
@@ -102,7 +102,7 @@ def test_same_config_and_seed_give_the_same_weights_and_the_cache_returns_them(c
 def test_resume_after_a_real_kill_ends_with_the_same_weights(cache_dir):
     cfg = TrainConfig(**{**FAST, "epochs": 6})
     script = (
-        "import json,sys,torch; from smoothviz.config import TrainConfig; from smoothviz.train import train; "
+        "import json,sys,torch; from smoothviz.config import TrainConfig; from smoothviz.training import train; "
         f"torch.set_num_threads({torch.get_num_threads()}); "  # same float summation order as here
         "train(TrainConfig(**json.loads(sys.argv[1])), progress=False)"
     )
@@ -180,3 +180,16 @@ def test_training_on_a_users_own_tensors(cache_dir):
         progress=False,
     )
     assert run.history.test_acc.iloc[-1] > 0.75  # a linearly separable task
+
+
+@pytest.mark.parametrize("images,epochs", [(1024, 1), (512, 1), (256, 2)])
+def test_short_runs_train_or_say_why_not(cache_dir, images, epochs):
+    from smoothviz.config import ConfigError
+
+    cfg = TrainConfig(model="mlp", width=8, epochs=epochs, train_subset=images, batch_size=128)
+    steps = epochs * (images // 128)
+    if steps >= 4:
+        assert len(train(cfg, use_cache=False, progress=False).history) == epochs
+    else:
+        with pytest.raises(ConfigError, match=r"at least 4 are needed"):
+            train(cfg, use_cache=False, progress=False)

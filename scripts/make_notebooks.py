@@ -1,0 +1,260 @@
+"""Write the notebooks in notebooks/ (without outputs) from their cell sources below.
+
+The parameter cells come from the dataclasses in ``smoothviz/notebook_params.py`` (names, literal
+defaults, type annotations and help comments), so a notebook and its config never disagree.
+Run ``python scripts/make_notebooks.py`` after changing either; ``--check`` exits 1 when the
+committed notebooks differ from what this script would write (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from smoothviz.notebook_params import NOTEBOOKS, parameters_source  # noqa: E402
+
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+INTRO = {
+    "01_train": (
+        "Trains the two models every other notebook compares: a **baseline** (no penalty) and a "
+        "**smooth** model (first/second-order smoothness and/or nuclear-norm penalties on the "
+        "weights, design.md). Both are cached by their config, so the later notebooks load them "
+        "instantly."
+    ),
+    "02_smoothness": (
+        "How smooth are the weights along the channel axes? Heatmaps of each chosen layer's matrix "
+        "view (smooth beside baseline) and the normalised first/second differences of every layer "
+        "(1 is what white-noise weights give, 0 is constant along the axis)."
+    ),
+    "03_spectra": (
+        "Singular-value spectra of every compressible layer, both trainings overlaid, and the "
+        "energy kept at each rank. Dashed lines mark the ranks that a whole-network SVD budget of "
+        "`param_reduction` picks in each training."
+    ),
+    "04_tradeoff": (
+        "Accuracy **without fine-tuning** against the fraction of parameters removed, for every "
+        "compression method and both trainings, with parameters, FLOPs and latency."
+    ),
+    "05_explore": (
+        "Interactive: move the sliders to choose SVD ranks or a pruning ratio and watch the test "
+        "accuracy and parameter count. While a slider moves, accuracy is measured on "
+        "`drag_subset` test images; when it stops, on the full test set. Below each explorer a "
+        "static figure shows the default choice, so the batch report is complete without widgets."
+    ),
+}
+
+HOW_TO = (
+    "Parameters are in the next cell (tagged `parameters`); `papermill --help-notebook` lists them. "
+    "The cell after it validates them and stops with a message naming any unknown or ill-typed one."
+)
+
+BODY = {
+    "01_train": [
+        (
+            "code",
+            """import matplotlib.pyplot as plt
+
+from smoothviz.analysis import final_metrics, training_histories
+from smoothviz.notebook_params import TrainParams
+from smoothviz.plots import plot_history
+
+params = TrainParams.from_notebook(globals())
+params""",
+        ),
+        ("markdown", "## Train (or load from the cache)"),
+        (
+            "code",
+            """runs = params.train_runs(progress=True)
+histories = training_histories(runs)
+final_metrics(histories)""",
+        ),
+        ("markdown", "## Training curves"),
+        (
+            "code",
+            """fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+plot_history(histories, y="test_acc", ax=axes[0])
+plot_history(histories, y="train_loss", ax=axes[1]);""",
+        ),
+        ("markdown", "## Per-epoch history"),
+        ("code", "histories"),
+    ],
+    "02_smoothness": [
+        (
+            "code",
+            """import matplotlib.pyplot as plt
+
+from smoothviz.analysis import smoothness_table, weight_smoothness
+from smoothviz.notebook_params import SmoothnessParams
+from smoothviz.plots import plot_smoothness, weights_grid
+
+params = SmoothnessParams.from_notebook(globals())
+params""",
+        ),
+        (
+            "code",
+            """runs = params.train_runs()
+models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}""",
+        ),
+        ("markdown", "## Smoothness table (roughness, mean over the output and input axes)"),
+        (
+            "code",
+            """smoothness = weight_smoothness(models)
+smoothness_table(smoothness)""",
+        ),
+        ("markdown", "## Weights of the chosen layers: smooth beside baseline"),
+        (
+            "code",
+            """weights_grid(models, params.layers_to_draw(models["baseline"]));""",
+        ),
+        ("markdown", "## Roughness per layer"),
+        (
+            "code",
+            """fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+plot_smoothness(smoothness, order=1, ax=axes[0])
+plot_smoothness(smoothness, order=2, ax=axes[1]);""",
+        ),
+    ],
+    "03_spectra": [
+        (
+            "code",
+            """from smoothviz.analysis import chosen_ranks, singular_spectra, spectrum_summary
+from smoothviz.notebook_params import SpectraParams
+from smoothviz.plots import spectra_grid
+
+params = SpectraParams.from_notebook(globals())
+params""",
+        ),
+        (
+            "code",
+            """runs = params.train_runs()
+models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
+spectra = singular_spectra(models)""",
+        ),
+        ("markdown", "## Effective rank (Roy & Vetterli), stable rank and energy ranks"),
+        ("code", "spectrum_summary(models)"),
+        ("markdown", "## Ranks chosen by the whole-network SVD budget"),
+        (
+            "code",
+            """ranks = chosen_ranks(models, params.param_reduction)
+ranks""",
+        ),
+        ("markdown", "## Normalised singular values (log scale)"),
+        ("code", "spectra_grid(spectra, ranks=ranks);"),
+        ("markdown", "## Energy kept at each rank"),
+        ("code", 'spectra_grid(spectra, y="cumulative_energy", ranks=ranks);'),
+    ],
+    "04_tradeoff": [
+        (
+            "code",
+            """from smoothviz.analysis import tradeoff_table
+from smoothviz.notebook_params import TradeoffParams
+from smoothviz.plots import plot_tradeoff
+from smoothviz.sweep import sweep
+
+params = TradeoffParams.from_notebook(globals())
+params""",
+        ),
+        (
+            "code",
+            """runs = params.train_runs()
+models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
+data = params.load_data()""",
+        ),
+        ("markdown", "## Compress every model with every method at every target"),
+        (
+            "code",
+            """results = sweep(models, params.methods, params.reductions, data,
+                bn_reestimate=params.bn_reestimate, bn_images=1024, latency_repeats=5,
+                progress=False)""",
+        ),
+        ("markdown", "## Accuracy vs parameter reduction (no fine-tuning)"),
+        ("code", "plot_tradeoff(results);"),
+        ("markdown", "## Parameters, FLOPs, latency and accuracy"),
+        ("code", "tradeoff_table(results)"),
+    ],
+    "05_explore": [
+        (
+            "code",
+            """from smoothviz.notebook_params import ExploreParams
+from smoothviz.widgets import PruneExplorer, RankExplorer
+
+params = ExploreParams.from_notebook(globals())
+params""",
+        ),
+        (
+            "code",
+            """runs = params.train_runs()
+models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
+data = params.load_data()""",
+        ),
+        ("markdown", "## SVD ranks"),
+        (
+            "code",
+            """explorer = RankExplorer(models, data, param_reduction=params.param_reduction,
+                        drag_subset=params.drag_subset, seed=params.seed)
+explorer""",
+        ),
+        ("markdown", "Static figure of the default choice (what the batch report shows):"),
+        ("code", "explorer.snapshot()"),
+        ("code", "explorer.summary()"),
+        ("markdown", "## Pruning"),
+        (
+            "code",
+            """pruner = PruneExplorer(models, data, ratio=params.prune_ratio,
+                       drag_subset=params.drag_subset, seed=params.seed)
+pruner""",
+        ),
+        ("markdown", "Static figure of the default choice:"),
+        ("code", "pruner.snapshot()"),
+        ("code", "pruner.summary()"),
+    ],
+}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    """The notebook ``name`` as an nbformat v4 node, without outputs."""
+    cls = NOTEBOOKS[name]
+    cells = [
+        nbformat.v4.new_markdown_cell(f"# {cls.title}\n\n{INTRO[name]}\n\n{HOW_TO}"),
+        nbformat.v4.new_code_cell(parameters_source(cls), metadata={"tags": ["parameters"]}),
+    ]
+    for kind, source in BODY[name]:
+        make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+        cells.append(make(source))
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(nb.cells):  # stable ids, so regenerating does not churn the files
+        cell["id"] = f"{name}-{i:02d}"
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check, write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in NOTEBOOKS:
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        text = nbformat.writes(build(name)) + "\n"
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(path.name)
+        if not args.check:
+            path.write_text(text)
+    if args.check and stale:
+        print(f"out of date: {stale}; run python scripts/make_notebooks.py")
+        return 1
+    print(("up to date" if not stale else f"wrote {stale}") if not args.check else "up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Compression without fine-tuning: truncated SVD, pruning and the interpolative decomposition.
+
+Every function returns a new model and leaves its input untouched. Module map:
+
+- ``svd.py``: :func:`svd_compress`, :func:`svd_factors` (SVDs computed once),
+  :func:`compress_from_factors` (cheap re-ranking from the cache).
+- ``prune.py``: :func:`prune_magnitude` (unstructured), :func:`prune_channels` (structured L1),
+  :func:`drop_channels` (keep given channels, no correction).
+- ``interpolative.py``: :func:`interpolative_compress`, :func:`interpolative_factors`.
+- ``chains.py``: which producer -> consumer channel chains can be cut (residual-aware).
+- ``budget.py``: the one allocator from a whole-network target to per-layer sizes.
+- ``serialize.py``: :func:`save_compressed` / :func:`load_compressed`.
+"""
+
+from smoothviz.compress.budget import BudgetError, allocate
+from smoothviz.compress.chains import Chain, find_chains
+from smoothviz.compress.interpolative import (
+    IDFactors,
+    interpolative_compress,
+    interpolative_factors,
+)
+from smoothviz.compress.prune import drop_channels, prune_channels, prune_magnitude
+from smoothviz.compress.serialize import load_compressed, save_compressed
+from smoothviz.compress.svd import (
+    Factorized,
+    SVDFactors,
+    compress_from_factors,
+    factorize_layer,
+    svd_compress,
+    svd_factors,
+)
+
+METHODS = ("svd", "prune_magnitude", "prune_channels", "interpolative")
+
+__all__ = [
+    "METHODS",
+    "BudgetError",
+    "Chain",
+    "Factorized",
+    "IDFactors",
+    "SVDFactors",
+    "allocate",
+    "compress_from_factors",
+    "drop_channels",
+    "factorize_layer",
+    "find_chains",
+    "interpolative_compress",
+    "interpolative_factors",
+    "load_compressed",
+    "prune_channels",
+    "prune_magnitude",
+    "save_compressed",
+    "svd_compress",
+    "svd_factors",
+]

@@ -1,0 +1,139 @@
+"""One budget allocator for every method: a whole-network parameter target -> per-layer sizes.
+
+Each method describes its layers as *groups* of removable units (singular values for SVD, channels
+for pruning and the interpolative decomposition), each unit with an importance score, and gives a
+function that counts the parameters of the whole network for a choice of kept units per group. The
+allocator removes units globally, least important first (one threshold on the score across all
+layers), and stops at the prefix whose parameter count is closest to the target. Because the
+parameter count is recomputed exactly after every removal, coupled layers (a channel cut shrinks
+the next layer too) and step-shaped costs (SVD only pays off below the break-even rank) are
+handled exactly. The scores:
+
+- SVD: the fraction of the layer's energy ``σ_j² / Σσ²`` carried by the singular value;
+- interpolative decomposition: the pivoted-QR error proxy ``|R[j, j] / R[0, 0]|``;
+- structured pruning: the filter's L1 norm over the layer's largest filter L1 norm.
+
+Implemented by hand: it is a short greedy walk, and the per-method scores are ours (design.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+TOLERANCE = 0.01  # the achieved reduction must lie within 1 percentage point of the target
+
+
+class BudgetError(ValueError):
+    """The requested parameter reduction cannot be reached; the message says why."""
+
+
+def check_reduction(value: object, name: str = "param_reduction") -> float:
+    """Validate a whole-network reduction target: a number in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return value
+
+
+def exactly_one(**options: object) -> str:
+    """The name of the single option that is not ``None``; an error naming them all otherwise."""
+    given = [k for k, v in options.items() if v is not None]
+    if len(given) != 1:
+        names = ", ".join(options)
+        raise TypeError(f"pass exactly one of {names}; got {given or 'none'}")
+    return given[0]
+
+
+def check_reachable(
+    target: float, total: int, min_params: int, what: str, tolerance: float = TOLERANCE
+) -> None:
+    """Raise :class:`BudgetError` if even the smallest model misses ``target`` by more than 1 pp."""
+    best = 1.0 - min_params / total
+    if target > best + tolerance:
+        raise BudgetError(
+            f"param_reduction={target:.3f} cannot be reached: with {what} the most that can be "
+            f"removed is {best:.3f} of the {total} parameters (the rest sit in layers this method "
+            f"does not touch, e.g. the first layer, the classifier, BatchNorm, or residual-tied "
+            f"channels). Choose param_reduction <= {best:.3f} or select more layers."
+        )
+
+
+def allocate(
+    scores: Mapping[str, np.ndarray],
+    count_params: Callable[[dict[str, int]], int],
+    total: int,
+    target: float,
+    *,
+    min_keep: int = 1,
+    what: str = "the selected layers",
+    tolerance: float = TOLERANCE,
+) -> dict[str, int]:
+    """Split a whole-network reduction target into kept units per group.
+
+    Parameters
+    ----------
+    scores
+        For each group, the importance of its units in the order they are kept (non-increasing):
+        unit ``j`` is removed before unit ``j - 1``.
+    count_params
+        Parameters of the whole network when group ``g`` keeps its first ``kept[g]`` units.
+    total
+        Parameters of the uncompressed network (the reference for the reduction).
+    target
+        Fraction of ``total`` to remove, in ``[0, 1)``.
+    min_keep
+        Units every group keeps at least.
+    what
+        Words for the error message.
+
+    Returns
+    -------
+    dict
+        Kept units per group. The achieved reduction ``1 - count_params(kept) / total`` is within
+        ``tolerance`` of ``target``.
+
+    Raises
+    ------
+    BudgetError
+        If no removal order gets within ``tolerance`` of the target (and why).
+    """
+    target = check_reduction(target)
+    names = list(scores)
+    kept = {g: len(scores[g]) for g in names}
+    goal = (1.0 - target) * total
+    # Events: remove unit j of group g, least important first; within a group, last unit first.
+    ev_score, ev_group, ev_unit = [], [], []
+    for gi, g in enumerate(names):
+        s = np.asarray(scores[g], dtype=np.float64)
+        for j in range(len(s) - 1, min_keep - 1, -1):
+            ev_score.append(s[j])
+            ev_group.append(gi)
+            ev_unit.append(-j)
+    order = np.lexsort((np.asarray(ev_unit), np.asarray(ev_group), np.asarray(ev_score)))
+    best_kept, best_params = dict(kept), count_params(kept)
+    params = best_params
+    for e in order:
+        if params <= goal and abs(params - goal) > abs(best_params - goal):
+            break  # past the goal and moving away from it
+        kept[names[ev_group[e]]] -= 1
+        params = count_params(kept)
+        if abs(params - goal) < abs(best_params - goal):
+            best_kept, best_params = dict(kept), params
+    achieved = 1.0 - best_params / total
+    if abs(achieved - target) > tolerance:
+        floor = 1.0 - count_params({g: min(min_keep, len(scores[g])) for g in names}) / total
+        reason = (
+            f"the most that can be removed is {floor:.3f}"
+            if target > floor
+            else "one removal step is larger than the tolerance"
+        )
+        raise BudgetError(
+            f"param_reduction={target:.3f} cannot be reached within {tolerance:.0%} with {what}: "
+            f"the closest is {achieved:.3f} ({reason}). Choose another param_reduction or select "
+            f"more layers."
+        )
+    return best_kept

@@ -1,0 +1,366 @@
+"""Validated parameters of the notebooks in ``notebooks/``: one frozen dataclass per notebook.
+
+Each notebook has a ``parameters`` cell of literals (papermill injects overrides after it) and, next,
+one cell ``params = <Class>.from_notebook(globals())``. papermill only *warns* about an unknown
+parameter and injects it anyway, so :meth:`NotebookParams.from_notebook` collects every literal
+variable the parameter cells defined and rejects names that are not fields, and values of the wrong
+type, with a :class:`~smoothviz.config.ConfigError` naming the parameter.
+
+The field list, defaults and help texts here are the single source of truth: ``scripts/
+make_notebooks.py`` writes the notebooks' parameter cells from them, ``smoothviz.report`` checks
+command-line parameters against them before any work, and a test checks that
+``papermill.inspect_notebook`` sees exactly these names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from smoothviz.config import ConfigError, TrainConfig
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+METHODS = ("svd", "prune_magnitude", "prune_channels", "interpolative")
+# Names IPython puts into a kernel's namespace; never notebook parameters.
+_IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    if "=" in text or "#" in text:  # papermill's parameter parser would split the line there
+        raise AssertionError(f"help text may not contain '=' or '#': {text!r}")
+    return field(metadata={"help": text}, **kwargs)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, a) for a in get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        item = get_args(annotation)[0]
+        return isinstance(value, (tuple, list)) and all(_type_ok(v, item) for v in value)
+    raise TypeError(f"unsupported parameter annotation {annotation!r}")
+
+
+def type_name(annotation: Any) -> str:
+    """How a field's type reads in a message and in a notebook (``list[float]``, ``int or None``)."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is tuple:
+        return f"list[{type_name(get_args(annotation)[0])}]"
+    return annotation.__name__
+
+
+def notebook_annotation(annotation: Any) -> str:
+    """The annotation written in a notebook's parameters cell (evaluable, and papermill-parsable)."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return f'"Optional[{notebook_annotation(inner[0])}]"'
+    if origin is tuple:
+        return f"list[{get_args(annotation)[0].__name__}]"
+    return annotation.__name__
+
+
+def _is_literal(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_literal(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_literal(v) for k, v in value.items())
+    return False
+
+
+@dataclass(frozen=True)
+class NotebookParams:
+    """Parameters shared by every notebook: the two trainings compared (baseline and smooth).
+
+    The baseline is trained without any penalty; the smooth model with the ``first_order``,
+    ``second_order`` and ``nuclear`` weights. Both are cached by their config, so every notebook
+    asking for the same trainings gets them instantly after the first.
+    """
+
+    notebook: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    dataset: str = _help(
+        "fashion-mnist-mini | fashion-mnist | cifar10", default="fashion-mnist-mini"
+    )
+    model: str = _help("cnn | resnet18 | mlp | torchvision:<arch>", default="cnn")
+    width: int | None = _help("base width of the model (None: the model's default)", default=16)
+    epochs: int = _help("training epochs of each model", default=3)
+    train_subset: int | None = _help("train on this many images (None: all)", default=4000)
+    eval_subset: int | None = _help("evaluate on this many test images (None: all)", default=1000)
+    first_order: float = _help("smooth training: first-order smoothness weight", default=0.02)
+    second_order: float = _help("smooth training: second-order smoothness weight", default=0.0)
+    nuclear: float = _help("smooth training: nuclear-norm weight", default=0.0)
+    seed: int = _help("seed of the training runs and of the subsets", default=0)
+    device: str = _help("auto | cpu | cuda | mps | cuda:N", default="auto")
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _type_ok(value, hints[f.name]):
+                raise ConfigError(
+                    f"notebook parameter {f.name!r} must be {type_name(hints[f.name])}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
+            if isinstance(value, list):  # store hashable tuples
+                object.__setattr__(self, f.name, tuple(value))
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"notebook parameter {f.name!r} must be finite, got {value!r}")
+        if self.eval_subset is not None and self.eval_subset < 1:
+            raise ConfigError(
+                f"notebook parameter 'eval_subset' must be None or >= 1, got {self.eval_subset!r}"
+            )
+        if self.first_order + self.second_order + self.nuclear <= 0:
+            raise ConfigError(
+                "notebook parameters 'first_order', 'second_order', 'nuclear': at least "
+                "one must be > 0, or the smooth training equals the baseline"
+            )
+        self.training_configs()  # TrainConfig's validation names any bad training field
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks of a notebook's own fields (overridden by subclasses)."""
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> NotebookParams:
+        """Build from ``{name: value}``; unknown names raise ConfigError naming them."""
+        known = cls.field_names()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown notebook parameter(s) {unknown} for {cls.notebook or cls.__name__}; "
+                f"allowed: {known}"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_notebook(cls, namespace: Mapping[str, Any]) -> NotebookParams:
+        """Validate the parameters a notebook's parameter cells defined (pass ``globals()``).
+
+        Every public variable holding a literal (number, string, bool, None, list) is taken as a
+        parameter, so a name papermill injected that is not a field is reported, not ignored.
+        """
+        values = {
+            name: value
+            for name, value in namespace.items()
+            if not name.startswith("_") and name not in _IPYTHON_NAMES and _is_literal(value)
+        }
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    # ----------------------------------------------------------------- what the notebooks use
+    def training_configs(self) -> dict[str, TrainConfig]:
+        """The two trainings compared: ``{"baseline": ..., "smooth": ...}``."""
+        common = dict(
+            dataset=self.dataset,
+            model=self.model,
+            width=self.width,
+            epochs=self.epochs,
+            train_subset=self.train_subset,
+            seed=self.seed,
+            device=self.device,
+        )
+        return {
+            "baseline": TrainConfig(**common),
+            "smooth": TrainConfig(
+                **common,
+                first_order=self.first_order,
+                second_order=self.second_order,
+                nuclear=self.nuclear,
+            ),
+        }
+
+    def train_runs(self, progress: bool = False) -> dict:
+        """Train (or load from the cache) both trainings: ``{name: TrainedRun}``."""
+        from smoothviz.training import train
+
+        return {
+            name: train(cfg, progress=progress) for name, cfg in self.training_configs().items()
+        }
+
+    def load_data(self):
+        """The dataset on the CPU, test split cut to ``eval_subset`` (seeded) when set."""
+        from smoothviz.data import load_dataset
+
+        data = load_dataset(self.dataset)
+        if self.eval_subset is not None and self.eval_subset < len(data.y_test):
+            data = data.subset(n_test=self.eval_subset, seed=self.seed)
+        return data
+
+
+# The explorers' sliders end here: an initial value beyond it could not be shown.
+SLIDER_MAX = 0.95
+
+
+def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
+    if not low <= value < high:
+        raise ConfigError(f"notebook parameter {name!r} must be in [{low}, {high}), got {value!r}")
+
+
+def check_slider_fraction(name: str, value: object) -> None:
+    """Raise ConfigError (a ValueError) unless ``value`` is a number an explorer's slider can show."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value <= SLIDER_MAX
+    ):
+        raise ConfigError(
+            f"{name} must be a number in [0, {SLIDER_MAX}] (the slider's range), got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class TrainParams(NotebookParams):
+    """Notebook 1: train the baseline and the smooth model, and show their training curves."""
+
+    notebook: ClassVar[str] = "01_train"
+    title: ClassVar[str] = "Training baseline and smooth models"
+
+
+@dataclass(frozen=True)
+class SmoothnessParams(NotebookParams):
+    """Notebook 2: weight heatmaps of chosen layers, smooth vs baseline, and a smoothness table."""
+
+    notebook: ClassVar[str] = "02_smoothness"
+    title: ClassVar[str] = "Weight smoothness"
+
+    show_layers: tuple[str, ...] | None = _help(
+        "layers to draw (None: the first max_layers of the default selection)", default=None
+    )
+    max_layers: int = _help("how many layers to draw when show_layers is None", default=3)
+
+    def layers_to_draw(self, model) -> list[str]:
+        """``show_layers``, or the first ``max_layers`` of the default layer selection."""
+        from smoothviz.layers import select_layers
+
+        if self.show_layers is not None:
+            return [name for name, _ in select_layers(model, list(self.show_layers))]
+        return [name for name, _ in select_layers(model)][: self.max_layers]
+
+    def validate(self) -> None:
+        if self.max_layers < 1:
+            raise ConfigError(
+                f"notebook parameter 'max_layers' must be >= 1, got {self.max_layers!r}"
+            )
+        if self.show_layers is not None and not self.show_layers:
+            raise ConfigError("notebook parameter 'show_layers' must be None or a non-empty list")
+
+
+@dataclass(frozen=True)
+class SpectraParams(NotebookParams):
+    """Notebook 3: singular-value spectra and energy curves per layer."""
+
+    notebook: ClassVar[str] = "03_spectra"
+    title: ClassVar[str] = "Singular-value spectra"
+
+    param_reduction: float = _help(
+        "global SVD parameter reduction whose per-layer ranks are marked", default=0.5
+    )
+
+    def validate(self) -> None:
+        _check_fraction("param_reduction", self.param_reduction)
+
+
+@dataclass(frozen=True)
+class TradeoffParams(NotebookParams):
+    """Notebook 4: accuracy vs compression for every method and training; params/FLOPs/latency."""
+
+    notebook: ClassVar[str] = "04_tradeoff"
+    title: ClassVar[str] = "Accuracy vs compression"
+
+    methods: tuple[str, ...] = _help(
+        "svd | prune_magnitude | prune_channels | interpolative", default=METHODS
+    )
+    reductions: tuple[float, ...] = _help(
+        "target parameter reductions, each in [0, 1)", default=(0.3, 0.5, 0.7)
+    )
+    bn_reestimate: bool = _help(
+        "also report accuracy after BatchNorm re-estimation (costs time)", default=False
+    )
+
+    def validate(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ConfigError(
+                f"notebook parameter 'methods' must be a non-empty list from {list(METHODS)}, "
+                f"got {list(self.methods)!r}"
+            )
+        if not self.reductions:
+            raise ConfigError("notebook parameter 'reductions' must be a non-empty list")
+        for r in self.reductions:
+            _check_fraction("reductions", r)
+
+
+@dataclass(frozen=True)
+class ExploreParams(NotebookParams):
+    """Notebook 5: interactive rank and pruning explorers, plus a static figure of the defaults."""
+
+    notebook: ClassVar[str] = "05_explore"
+    title: ClassVar[str] = "Interactive exploration"
+
+    param_reduction: float = _help("initial global parameter reduction of the SVD", default=0.5)
+    prune_ratio: float = _help("initial pruning ratio", default=0.5)
+    drag_subset: int = _help("test images evaluated while a slider moves", default=500)
+
+    def validate(self) -> None:
+        check_slider_fraction("param_reduction", self.param_reduction)
+        check_slider_fraction("prune_ratio", self.prune_ratio)
+        if self.drag_subset < 1:
+            raise ConfigError(
+                f"notebook parameter 'drag_subset' must be >= 1, got {self.drag_subset!r}"
+            )
+
+
+NOTEBOOKS: dict[str, type[NotebookParams]] = {
+    cls.notebook: cls
+    for cls in (TrainParams, SmoothnessParams, SpectraParams, TradeoffParams, ExploreParams)
+}
+
+
+def notebook_path(name: str) -> Path:
+    """Path of a bundled notebook by name (``"01_train"``...)."""
+    return NOTEBOOK_DIR / f"{name}.ipynb"
+
+
+def parameters_source(cls: type[NotebookParams]) -> str:
+    """The text of a notebook's ``parameters`` cell: annotated literals with a help comment each."""
+    hints = get_type_hints(cls)
+    lines = []
+    for f in fields(cls):
+        value = f.default
+        if isinstance(value, tuple):
+            value = list(value)
+        lines.append(
+            f"{f.name}: {notebook_annotation(hints[f.name])} = {value!r}  # {f.metadata['help']}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,658 @@
+"""Batch reports: the notebooks executed by papermill, rendered to HTML, behind one landing page.
+
+``python -m smoothviz report [--preset default|full|cifar10] [-p name=value ...] [--grid name=v1,v2]``
+runs every notebook in ``notebooks/`` in order into ``reports/<run-id>/<point>/`` (one folder per
+grid point), renders each executed notebook to HTML without its input cells, and writes
+``reports/<run-id>/index.html``: status, a summary table with links, the parameters of every point,
+and the device, versions and git SHA that produced it (plus ``report.json`` with the same content).
+
+Guarantees:
+
+- every parameter name and value is validated against the notebooks' config dataclasses
+  (:mod:`smoothviz.notebook_params`) before any notebook runs; a wrong one raises
+  :class:`~smoothviz.config.ConfigError` naming it;
+- a failing notebook marks its point and the run failed, its partial output stays linked, the later
+  notebooks of that point are skipped, and :func:`run_report` returns ``ok=False`` (the CLI exits 1);
+- ``index.html`` is rewritten atomically after every notebook and says "running" until the end, so
+  a killed run never leaves a page that claims success;
+- every user-given string is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import html
+import itertools
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smoothviz.atomic import atomic_write_text
+from smoothviz.config import ConfigError
+from smoothviz.notebook_params import NOTEBOOKS, notebook_path
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The embedded Fashion-MNIST subset and a narrow CNN: the whole report in minutes on a laptop CPU.
+    "default": {},
+    # The full Fashion-MNIST (Debian package dataset-fashion-mnist or $SMOOTHVIZ_FASHION_MNIST).
+    "full": {
+        "dataset": "fashion-mnist",
+        "width": 32,
+        "epochs": 10,
+        "train_subset": None,
+        "eval_subset": None,
+        "bn_reestimate": True,
+    },
+    # CIFAR-10 with the CIFAR-style ResNet-18, as in the paper (files must already be on disk).
+    "cifar10": {
+        "dataset": "cifar10",
+        "model": "resnet18",
+        "width": 64,
+        "epochs": 30,
+        "train_subset": None,
+        "eval_subset": None,
+        "bn_reestimate": True,
+    },
+}
+STATUSES = ("pending", "running", "ok", "failed", "skipped")
+
+
+# --------------------------------------------------------------------------- parsing and planning
+def parse_value(text: str) -> Any:
+    """A command-line value as a Python literal when it is one (``16``, ``0.5``, ``None``,
+    ``[0.3, 0.5]``, ``true``), else the string itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside brackets or quotes."""
+    parts, depth, quote, current = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def _name_value(item: str, option: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    name = name.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_]\w*", name):
+        raise ConfigError(f"{option} expects name=value, got {item!r}")
+    return name, value
+
+
+def parse_parameters(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["width=8", "epochs=2"]`` -> ``{"width": 8, "epochs": 2}``."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        name, value = _name_value(item, "-p")
+        out[name] = parse_value(value)
+    return out
+
+
+def parse_grid(items: Sequence[str] | None) -> dict[str, list[Any]]:
+    """``["width=8,16"]`` -> ``{"width": [8, 16]}`` (commas inside brackets stay in one value)."""
+    out: dict[str, list[Any]] = {}
+    for item in items or ():
+        name, value = _name_value(item, "--grid")
+        values = [parse_value(v) for v in _split_top_level(value) if v.strip()]
+        if not values:
+            raise ConfigError(f"--grid {name}: no values given")
+        if name in out:
+            raise ConfigError(f"--grid {name} given twice")
+        out[name] = values
+    return out
+
+
+def known_parameters() -> dict[str, list[str]]:
+    """Every notebook parameter name and the notebooks that take it."""
+    names: dict[str, list[str]] = {}
+    for nb, cls in NOTEBOOKS.items():
+        for name in cls.field_names():
+            names.setdefault(name, []).append(nb)
+    return names
+
+
+@dataclass
+class NotebookRun:
+    """One notebook of one grid point, and what became of it."""
+
+    name: str
+    title: str
+    parameters: dict[str, Any]
+    status: str = "pending"
+    seconds: float | None = None
+    error: str | None = None
+    ipynb: str | None = None  # paths relative to the run folder
+    html: str | None = None
+    figure: str | None = None  # the notebook's last figure as a PNG, shown on the landing page
+
+
+@dataclass
+class GridPoint:
+    """One set of parameters and its notebooks."""
+
+    label: str
+    folder: str
+    parameters: dict[str, Any]
+    notebooks: list[NotebookRun] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        states = {nb.status for nb in self.notebooks}
+        for s in ("failed", "running", "pending"):
+            if s in states:
+                return s
+        return "ok"
+
+
+def _coerce_list(cls: type, name: str, value: Any) -> Any:
+    """A bare string for a list-typed parameter becomes a list (``svd,prune_magnitude``)."""
+    from typing import get_type_hints
+
+    hint = str(get_type_hints(cls)[name])
+    if isinstance(value, str) and hint.startswith("tuple"):
+        return [parse_value(v) for v in value.split(",") if v.strip()]
+    return value
+
+
+def _slug(values: Mapping[str, Any]) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in values.items()) or "defaults"
+    return re.sub(r"[^A-Za-z0-9._-]+", "", text.replace(" ", ""))[:80] or "point"
+
+
+def plan(
+    preset: str = "default",
+    parameters: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    notebooks: Sequence[str] | None = None,
+) -> list[GridPoint]:
+    """Validate everything and lay out the grid points; nothing runs.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown preset, a parameter no notebook takes, a name given twice, or a value one of
+        the notebooks' config dataclasses rejects (the message names the parameter).
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
+    parameters = dict(parameters or {})
+    grid = {k: list(v) for k, v in (grid or {}).items()}
+    names = list(notebooks) if notebooks is not None else list(NOTEBOOKS)
+    unknown_nb = [n for n in names if n not in NOTEBOOKS]
+    if unknown_nb:
+        raise ConfigError(f"notebooks {unknown_nb} are not bundled; allowed: {list(NOTEBOOKS)}")
+    known = {p for n in names for p in NOTEBOOKS[n].field_names()}
+    for source, given in (("-p", parameters), ("--grid", grid)):
+        bad = sorted(set(given) - known)
+        if bad:
+            raise ConfigError(
+                f"unknown parameter(s) {bad} ({source}); the notebooks take: {sorted(known)}"
+            )
+    both = sorted(set(parameters) & set(grid))
+    if both:
+        raise ConfigError(f"parameter(s) {both} given both with -p and --grid")
+    points = []
+    combos = list(itertools.product(*grid.values())) if grid else [()]
+    for i, combo in enumerate(combos):
+        point_values = dict(zip(grid, combo))
+        values = {**PRESETS[preset], **parameters, **point_values}
+        point = GridPoint(
+            label=", ".join(f"{k}={v!r}" for k, v in point_values.items()) or "(no grid)",
+            folder=f"{i:02d}-{_slug(point_values)}",
+            parameters={},
+        )
+        for name in names:
+            cls = NOTEBOOKS[name]
+            own = {k: _coerce_list(cls, k, v) for k, v in values.items() if k in cls.field_names()}
+            try:
+                config = cls.from_dict(own)  # raises ConfigError naming the parameter
+            except TypeError as exc:  # defensive: anything the dataclass itself rejects
+                raise ConfigError(f"{name}: {exc}") from exc
+            point.parameters.update(config.to_dict())
+            point.notebooks.append(NotebookRun(name, cls.title, own))
+        points.append(point)
+    return points
+
+
+# --------------------------------------------------------------------------- execution
+@dataclass
+class ReportResult:
+    """Where the report is and whether every notebook ran."""
+
+    index: Path
+    ok: bool
+    points: list[GridPoint]
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in (
+        "smoothviz",
+        "torch",
+        "torchvision",
+        "numpy",
+        "pandas",
+        "matplotlib",
+        "papermill",
+        "nbconvert",
+        "ipywidgets",
+    ):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _export_html(ipynb: Path, target: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    )
+    body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
+    atomic_write_text(target, body)
+
+
+def _extract_figure(ipynb: Path, target: Path) -> bool:
+    """Save the last ``image/png`` output of an executed notebook; False when it has none."""
+    import base64
+
+    import nbformat
+
+    nb = nbformat.read(ipynb, as_version=4)
+    pngs = [
+        o["data"]["image/png"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    if not pngs:
+        return False
+    data = base64.b64decode(pngs[-1])
+    from smoothviz.atomic import atomic_write
+
+    atomic_write(target, lambda f: f.write(data))
+    return True
+
+
+def _error_text(exc: BaseException) -> str:
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).strip()[:2000]
+
+
+def new_run_id(preset: str) -> str:
+    """A unique, sortable run id: UTC time, preset and a random suffix (parallel runs never clash)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{preset}-{secrets.token_hex(3)}"
+
+
+def run_report(
+    preset: str = "default",
+    parameters: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    out_dir: str | Path = "reports",
+    notebooks: Sequence[str] | None = None,
+    notebook_dir: str | Path | None = None,
+    run_id: str | None = None,
+    kernel_name: str = "python3",
+    timeout: int | None = None,
+    command: str | None = None,
+    log=sys.stderr,
+) -> ReportResult:
+    """Validate, execute every notebook of every grid point, render HTML, write ``index.html``.
+
+    Parameters
+    ----------
+    preset
+        ``"default"`` (embedded data, small CNN), ``"full"`` or ``"cifar10"``.
+    parameters
+        ``{name: value}`` overrides applied to every notebook that takes the name.
+    grid
+        ``{name: [values]}``; one grid point per combination, each in its own folder.
+    out_dir
+        Parent folder of the run folder.
+    notebooks
+        Which bundled notebooks to run, by name (default: all, in order).
+    notebook_dir
+        Where the notebooks live (default: the repository's ``notebooks/``).
+    run_id
+        The run folder's name (default: :func:`new_run_id`).
+    kernel_name, timeout
+        Passed to papermill (``timeout``: seconds per cell, None for no limit).
+    command
+        The command line to record on the page.
+    log
+        Where progress lines go (``None``: nowhere).
+
+    Returns
+    -------
+    ReportResult
+        ``index`` (path of index.html) and ``ok`` (False when a notebook failed).
+    """
+    import papermill
+
+    points = plan(preset, parameters, grid, notebooks)  # every check before any work
+    run_id = run_id or new_run_id(preset)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
+        raise ConfigError(f"run_id may hold only letters, digits, '.', '_' and '-', got {run_id!r}")
+    run_dir = Path(out_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    nb_dir = Path(notebook_dir) if notebook_dir is not None else None
+    meta = {
+        "run_id": run_id,
+        "preset": preset,
+        "command": command or "",
+        "overrides": dict(parameters or {}),
+        "grid": {k: list(v) for k, v in (grid or {}).items()},
+        "environment": _environment(),
+        "versions": _versions(),
+        "started": _now(),
+        "finished": None,
+    }
+    index = run_dir / "index.html"
+    _write_index(index, meta, points, state="running")
+    # The kernels draw with the inline backend whatever the caller's MPLBACKEND says.
+    saved_backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    total = sum(len(p.notebooks) for p in points)
+    done = 0
+    try:
+        for point in points:
+            folder = run_dir / point.folder
+            folder.mkdir()
+            failed = False
+            for nb in point.notebooks:
+                done += 1
+                if failed:
+                    nb.status = "skipped"
+                    continue
+                source = (nb_dir / f"{nb.name}.ipynb") if nb_dir else notebook_path(nb.name)
+                out_nb = folder / f"{nb.name}.ipynb"
+                nb.status = "running"
+                _write_index(index, meta, points, state="running")
+                _log(log, f"[{done}/{total}] {point.folder}/{nb.name} ...")
+                t0 = time.perf_counter()
+                try:
+                    papermill.execute_notebook(
+                        str(source),
+                        str(out_nb),
+                        parameters=nb.parameters,
+                        kernel_name=kernel_name,
+                        progress_bar=False,
+                        log_output=False,
+                        cwd=str(folder),
+                        execution_timeout=timeout,
+                    )
+                    nb.status = "ok"
+                except Exception as exc:  # a failed notebook is reported, not fatal to the run
+                    nb.status, nb.error, failed = "failed", _error_text(exc), True
+                nb.seconds = time.perf_counter() - t0
+                if out_nb.exists():
+                    nb.ipynb = f"{point.folder}/{out_nb.name}"
+                    try:
+                        _export_html(out_nb, out_nb.with_suffix(".html"))
+                        nb.html = f"{point.folder}/{out_nb.stem}.html"
+                        if _extract_figure(out_nb, out_nb.with_suffix(".png")):
+                            nb.figure = f"{point.folder}/{out_nb.stem}.png"
+                    except Exception as exc:
+                        nb.error = (nb.error or "") + f" (HTML export failed: {_error_text(exc)})"
+                _log(
+                    log,
+                    f"[{done}/{total}] {point.folder}/{nb.name} {nb.status} "
+                    f"({nb.seconds:.1f} s){': ' + nb.error if nb.error else ''}",
+                )
+                _write_index(index, meta, points, state="running")
+    finally:
+        if saved_backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved_backend
+    ok = all(p.status == "ok" for p in points)
+    meta["finished"] = _now()
+    _write_index(index, meta, points, state="succeeded" if ok else "failed")
+    return ReportResult(index=index.resolve(), ok=ok, points=points)
+
+
+def _log(log, text: str) -> None:
+    if log is not None:
+        print(text, file=log, flush=True)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _environment() -> dict[str, str]:
+    from smoothviz.provenance import environment_info
+
+    try:
+        from smoothviz.training import resolve_device
+
+        device = resolve_device("auto")
+    except Exception:
+        device = "cpu"
+    return environment_info(device)
+
+
+# --------------------------------------------------------------------------- the landing page
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;max-width:75rem;
+color:#1d1d1f}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;
+text-align:left;vertical-align:top;font-size:.9rem}th{background:#f4f4f6}
+.state{display:inline-block;padding:.15rem .6rem;border-radius:.8rem;font-weight:600;color:#fff}
+.succeeded,.ok{background:#1b7f3b}.failed{background:#b00020}.running,.pending{background:#a15c00}
+.skipped{background:#777}
+td .state{font-size:.8rem}.err{color:#b00020;white-space:pre-wrap;font-family:monospace;
+font-size:.8rem;max-width:40rem}code{font-size:.85rem}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_index(meta: Mapping[str, Any], points: Sequence[GridPoint], state: str) -> str:
+    """The landing page's HTML (every user-given string escaped)."""
+    words = {
+        "running": "RUNNING — incomplete (or interrupted)",
+        "succeeded": "SUCCEEDED",
+        "failed": "FAILED",
+    }
+    summary = []
+    for p in points:
+        for nb in p.notebooks:
+            links = []
+            if nb.html:
+                links.append(f'<a href="{_e(nb.html)}">HTML</a>')
+            if nb.ipynb:
+                links.append(f'<a href="{_e(nb.ipynb)}">notebook</a>')
+            if nb.figure:
+                target = _e(nb.html or nb.figure)
+                links.append(
+                    f'<br><a href="{target}"><img src="{_e(nb.figure)}" alt="last figure of '
+                    f'{_e(nb.name)}" style="max-width:22rem;max-height:9rem;margin-top:.3rem"></a>'
+                )
+            summary.append(
+                [
+                    _e(p.label),
+                    _e(f"{nb.name} · {nb.title}"),
+                    f'<span class="state {_e(nb.status)}">{_e(nb.status)}</span>',
+                    "" if nb.seconds is None else f"{nb.seconds:.1f} s",
+                    " · ".join(links),
+                    f'<div class="err">{_e(nb.error)}</div>' if nb.error else "",
+                ]
+            )
+    names = sorted({k for p in points for k in p.parameters})
+    param_rows = [
+        [f"<code>{_e(n)}</code>"] + [_e(repr(p.parameters.get(n, "—"))) for p in points]
+        for n in names
+    ]
+    env_rows = [
+        [_e(k), _e(v)]
+        for k, v in {
+            **meta["environment"],
+            **{f"version: {k}": v for k, v in meta["versions"].items()},
+        }.items()
+    ]
+    overrides = ", ".join(f"{k}={v!r}" for k, v in meta["overrides"].items()) or "none"
+    grid = ", ".join(f"{k}={v!r}" for k, v in meta["grid"].items()) or "none"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>smoothviz report {_e(meta["run_id"])}</title><style>{_CSS}</style></head>
+<body data-state="{_e(state)}">
+<h1>smoothviz report <code>{_e(meta["run_id"])}</code></h1>
+<p><span class="state {_e(state)}">{_e(words.get(state, state))}</span></p>
+<p>Preset <code>{_e(meta["preset"])}</code> · parameters: <code>{_e(overrides)}</code> ·
+grid: <code>{_e(grid)}</code><br>started {_e(meta["started"])}
+{"· finished " + _e(meta["finished"]) if meta.get("finished") else ""}<br>
+command: <code>{_e(meta["command"])}</code></p>
+<h2>Summary</h2>
+{_table(summary, ["grid point", "notebook", "status", "time", "output", "error"])}
+<h2>Parameters</h2>
+{_table(param_rows, ["parameter"] + [p.folder for p in points])}
+<h2>Produced by</h2>
+{_table(env_rows, ["", ""])}
+<p>Accuracy is measured on the held-out test split straight after compression, with no gradient
+step (design.md); notebooks show their outputs only, their code is in <code>notebooks/</code>.</p>
+</body></html>
+"""
+
+
+def _write_index(
+    index: Path, meta: Mapping[str, Any], points: Sequence[GridPoint], state: str
+) -> None:
+    record = {
+        **meta,
+        "state": state,
+        "points": [
+            {
+                "label": p.label,
+                "folder": p.folder,
+                "status": p.status,
+                "parameters": p.parameters,
+                "notebooks": [nb.__dict__ for nb in p.notebooks],
+            }
+            for p in points
+        ],
+    }
+    atomic_write_text(index.parent / "report.json", json.dumps(record, indent=2, default=str))
+    atomic_write_text(index, render_index(meta, points, state))
+
+
+# --------------------------------------------------------------------------- command line
+def add_report_parser(sub: Any) -> None:
+    """Register the ``report`` subcommand on an argparse subparsers object."""
+    p = sub.add_parser(
+        "report",
+        help="run the notebooks through papermill into an HTML report",
+        description="Execute notebooks/ with papermill into reports/<run-id>/ (one folder per "
+        "grid point), render them to HTML and write index.html; prints its path.",
+    )
+    p.add_argument(
+        "--preset",
+        default="default",
+        choices=list(PRESETS),
+        help="parameter set to start from (default: default)",
+    )
+    p.add_argument(
+        "-p",
+        "--parameter",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a notebook parameter (repeatable)",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="run every combination of these values (repeatable)",
+    )
+    p.add_argument("--out", default="reports", help="parent folder of the run (default: reports)")
+    p.add_argument("--run-id", default=None, help="name of the run folder (default: time-based)")
+    p.add_argument(
+        "--notebooks",
+        default=None,
+        metavar="NAME,NAME",
+        help=f"run only these notebooks (default: all of {list(NOTEBOOKS)})",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: Any) -> int:
+    """Run the ``report`` subcommand; prints the path of index.html, returns the exit status."""
+    notebooks = [n.strip() for n in args.notebooks.split(",")] if args.notebooks else None
+    result = run_report(
+        args.preset,
+        parse_parameters(args.parameters),
+        parse_grid(args.grid),
+        out_dir=args.out,
+        notebooks=notebooks,
+        run_id=args.run_id,
+        command="python -m smoothviz " + " ".join(sys.argv[1:]),
+        log=None if args.quiet else sys.stderr,
+    )
+    print(result.index)
+    if not result.ok:
+        failed = [
+            f"{p.folder}/{nb.name}"
+            for p in result.points
+            for nb in p.notebooks
+            if nb.status == "failed"
+        ]
+        print(
+            f"smoothviz report: failed notebook(s) {failed}; partial output linked from "
+            f"{result.index}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

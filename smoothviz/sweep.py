@@ -1,0 +1,216 @@
+"""Compress several trained models with several methods at several budgets; one tidy table out.
+
+One row per ``(training, method, target_reduction)``, evaluated under the protocol of design.md:
+test accuracy straight after compression (no gradient step), BatchNorm re-estimation on training
+images as its own column, every parameter counted (non-zeros for magnitude pruning), FLOPs from
+``torch.utils.flop_counter``, measured latency with the device named. The expensive per-model
+work (each layer's SVD, the interpolative decomposition's pivoted QRs) is done once per model and
+reused for every budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from smoothviz.compress import (
+    METHODS,
+    BudgetError,
+    interpolative_compress,
+    interpolative_factors,
+    prune_channels,
+    prune_magnitude,
+    svd_compress,
+    svd_factors,
+)
+from smoothviz.compress.budget import check_reduction
+from smoothviz.data import ImageData
+from smoothviz.measure import (
+    bn_reestimate as _bn_reestimate,
+)
+from smoothviz.measure import (
+    count_flops,
+    count_params,
+    evaluate,
+    measure_latency,
+)
+
+COLUMNS = [
+    "training",
+    "method",
+    "target_reduction",
+    "param_reduction",
+    "params",
+    "params_uncompressed",
+    "flops",
+    "latency_ms",
+    "test_acc",
+    "test_loss",
+    "test_acc_bn_reestimated",
+    "test_loss_bn_reestimated",
+    "test_acc_uncompressed",
+    "device",
+    "error",
+]
+
+
+def compress(
+    model: nn.Module,
+    method: str,
+    param_reduction: float,
+    *,
+    calibration: torch.Tensor | None = None,
+    cache: dict[str, Any] | None = None,
+    layers: Sequence[str] | str | None = None,
+) -> nn.Module:
+    """Compress ``model`` by ``method`` (one of ``METHODS``) to a whole-network reduction target.
+
+    ``cache`` (a dict you keep per model) stores the SVD factors and ID pivoted QRs between calls.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    cache = {} if cache is None else cache
+    if method == "svd":
+        if "svd" not in cache:
+            cache["svd"] = svd_factors(model, layers)
+        return svd_compress(
+            model, param_reduction=param_reduction, layers=layers, factors=cache["svd"]
+        )
+    if method == "prune_magnitude":
+        return prune_magnitude(model, param_reduction=param_reduction, layers=layers)
+    if method == "prune_channels":
+        return prune_channels(model, param_reduction=param_reduction, layers=layers)
+    if "interpolative" not in cache:
+        if calibration is None:
+            raise TypeError("calibration is required for method='interpolative'")
+        cache["interpolative"] = interpolative_factors(model, calibration, layers=layers)
+    return interpolative_compress(
+        model, param_reduction=param_reduction, factors=cache["interpolative"]
+    )
+
+
+def sweep(
+    models: Mapping[str, nn.Module],
+    methods: Sequence[str],
+    reductions: Sequence[float],
+    data: ImageData,
+    *,
+    bn_reestimate: bool = True,
+    calibration_size: int = 512,
+    bn_images: int = 2048,
+    layers: Sequence[str] | str | None = None,
+    latency_batch: int = 32,
+    latency_repeats: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Compress every model by every method at every target and measure each result.
+
+    Parameters
+    ----------
+    models
+        ``{training name: trained model}`` (not modified), e.g. ``{"baseline": ..., "smooth": ...}``.
+    methods
+        Any of ``"svd"``, ``"prune_magnitude"``, ``"prune_channels"``, ``"interpolative"``.
+    reductions
+        Whole-network parameter-reduction targets, each in [0, 1).
+    data
+        Train split for calibration and BN re-estimation; test split for the accuracy.
+    bn_reestimate
+        Also report accuracy after BatchNorm re-estimation on training images (own columns).
+    calibration_size
+        Training images used by the interpolative decomposition (at most all of them).
+    bn_images
+        Training images used for BN re-estimation.
+    layers
+        Layer selection for every method (default: all Conv2d/Linear but the first and the last).
+    latency_batch, latency_repeats
+        Batch size and timed repetitions of the latency measurement (median reported).
+    seed
+        Chooses the calibration images.
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (training, method, target_reduction), columns :data:`COLUMNS`. A target a
+        method cannot reach gives a row with the reason in ``error`` and NaN measurements.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError("models must be a non-empty dict {training name: nn.Module}")
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"methods: {bad or 'none'} given; allowed: {list(METHODS)}")
+    reductions = [check_reduction(r, "reductions") for r in reductions]
+    if not isinstance(data, ImageData):
+        raise TypeError(f"data must be an ImageData, got {type(data).__name__}")
+    if (
+        isinstance(calibration_size, bool)
+        or not isinstance(calibration_size, int)
+        or (calibration_size < 1)
+    ):
+        raise ValueError(f"calibration_size must be an int >= 1, got {calibration_size!r}")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data.y_train), generator=g)
+    calibration = data.x_train[perm[:calibration_size]]
+    bn_x = data.x_train[perm[:bn_images]]
+    rows = []
+    bar = tqdm(
+        total=len(models) * len(methods) * len(reductions), desc="sweep", disable=not progress
+    )
+    for training, model in models.items():
+        model.eval()
+        device = next(model.parameters()).device
+        example = data.x_test[:1].to(device)
+        latency_x = data.x_test[:latency_batch].to(device)
+        base_params = count_params(model)
+        base_acc = evaluate(model, data)["accuracy"]
+        cache: dict[str, Any] = {}
+        for method in methods:
+            for target in reductions:
+                bar.set_postfix_str(f"{training} {method} {target:.2f}")
+                row: dict[str, Any] = {
+                    "training": training,
+                    "method": method,
+                    "target_reduction": target,
+                    "params_uncompressed": base_params,
+                    "test_acc_uncompressed": base_acc,
+                    "error": None,
+                }
+                try:
+                    small = compress(
+                        model, method, target, calibration=calibration, cache=cache, layers=layers
+                    )
+                except BudgetError as exc:
+                    row["error"] = str(exc)
+                    rows.append(row)
+                    bar.update()
+                    continue
+                params = count_params(small)
+                metrics = evaluate(small, data)
+                lat = measure_latency(small, latency_x, repeats=latency_repeats)
+                row.update(
+                    param_reduction=1.0 - params / base_params,
+                    params=params,
+                    flops=count_flops(small, example),
+                    latency_ms=lat["latency_ms"],
+                    device=lat["device"],
+                    test_acc=metrics["accuracy"],
+                    test_loss=metrics["loss"],
+                )
+                if bn_reestimate:
+                    re = evaluate(_bn_reestimate(small, bn_x, max_images=None), data)
+                    row.update(
+                        test_acc_bn_reestimated=re["accuracy"], test_loss_bn_reestimated=re["loss"]
+                    )
+                rows.append(row)
+                bar.update()
+    bar.close()
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)

@@ -1,0 +1,163 @@
+"""analysis.py gives tidy frames with the documented columns and values; plots.py returns Axes."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from smoothviz import analysis, plots  # noqa: E402
+from smoothviz.models import build_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {"baseline": build_model("cnn", width=8), "smooth": build_model("cnn", width=8)}
+
+
+def test_smoothness_is_zero_for_weights_constant_along_the_channel_axes():
+    net = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 4), nn.Linear(4, 3))
+    with torch.no_grad():
+        net[1].weight.fill_(0.7)
+    df = analysis.weight_smoothness(net)
+    assert list(df.columns) == ["layer", "order", "axis", "roughness"]
+    assert set(df["layer"]) == {"1"}
+    assert df["roughness"].abs().max() < 1e-12
+
+
+def test_smoothness_of_white_noise_is_about_one(models):
+    df = analysis.weight_smoothness(models)
+    assert {"training", "layer", "order", "axis", "roughness"} <= set(df.columns)
+    assert set(df["order"]) == {1, 2} and set(df["axis"]) == {"output", "input"}
+    assert 0.7 < df["roughness"].mean() < 1.3
+    table = analysis.smoothness_table(df)
+    assert {"baseline_order_1", "smooth_order_2"} <= set(table.columns)
+    assert len(table) == df["layer"].nunique()
+
+
+def test_spectra_are_normalised_and_energy_accumulates_to_one(models):
+    df = analysis.singular_spectra(models)
+    for _, g in df.groupby(["training", "layer"]):
+        assert g["sigma_normalized"].iloc[0] == pytest.approx(1.0)
+        assert g["sigma"].is_monotonic_decreasing
+        assert g["cumulative_energy"].iloc[-1] == pytest.approx(1.0)
+        assert g["energy"].sum() == pytest.approx(1.0)
+        assert len(g) == g["full_rank"].iloc[0]
+
+
+def test_effective_and_stable_rank_of_known_spectra():
+    u, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
+    net = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8))
+    with torch.no_grad():  # a rank-2 layer with equal singular values
+        net[1].weight.copy_(u[:, :2] @ u[:, 2:4].T)
+    row = analysis.spectrum_summary(net).iloc[0]
+    assert row["effective_rank"] == pytest.approx(2.0, abs=1e-6)
+    assert row["stable_rank"] == pytest.approx(2.0, abs=1e-6)
+    assert row["rank_90"] == 2 and row["rank_99"] == 2
+    assert analysis.rank_for_energy([3.0, 1.0], 0.9) == 1
+    assert analysis.relative_error([3.0, 4.0], 1) == pytest.approx(0.6)
+
+
+def test_chosen_ranks_meet_the_budget(models):
+    from smoothviz.compress import svd_compress
+    from smoothviz.measure import count_params
+
+    ranks = analysis.chosen_ranks(models, 0.4)
+    assert {"training", "layer", "rank", "full_rank", "kept_energy", "factorized"} <= set(
+        ranks.columns
+    )
+    small = svd_compress(models["smooth"], param_reduction=0.4)
+    used = small.compression_info["ranks"]
+    mine = ranks[ranks["training"] == "smooth"].set_index("layer")
+    for layer, r in used.items():
+        if r is not None:
+            assert mine.loc[layer, "rank"] == r
+    assert 1 - count_params(small) / count_params(models["smooth"]) == pytest.approx(0.4, abs=0.011)
+
+
+def test_training_histories_stack_with_a_training_column():
+    h = pd.DataFrame({"epoch": [1, 2], "test_acc": [0.5, 0.6], "seconds": [1.0, 2.0]})
+    df = analysis.training_histories({"a": h, "b": h.assign(test_acc=[0.4, 0.7])})
+    assert list(df.columns[:2]) == ["training", "epoch"] and len(df) == 4
+    final = analysis.final_metrics(df)
+    assert final.set_index("training")["test_acc"].to_dict() == {"a": 0.6, "b": 0.7}
+    assert final["train_seconds"].tolist() == [3.0, 3.0]
+    with pytest.raises(TypeError):
+        analysis.training_histories({"a": 3})
+
+
+def test_every_plot_helper_returns_the_axes_it_drew_on(models):
+    spectra = analysis.singular_spectra(models)
+    smooth = analysis.weight_smoothness(models)
+    hist = analysis.training_histories(
+        {"a": pd.DataFrame({"epoch": [1, 2], "test_acc": [0.5, 0.6]})}
+    )
+    tradeoff = pd.DataFrame(
+        {
+            "training": ["a", "a", "b", "b"],
+            "method": ["svd"] * 4,
+            "param_reduction": [0.3, 0.5, 0.3, 0.5],
+            "test_acc": [0.8, 0.7, 0.8, 0.75],
+        }
+    )
+    layer = spectra["layer"].iloc[0]
+    calls = [
+        lambda ax: plots.plot_weights(models, layer, ax=ax),
+        lambda ax: plots.plot_spectra(
+            spectra, layer, ranks=analysis.chosen_ranks(models, 0.3), ax=ax
+        ),
+        lambda ax: plots.plot_spectra(spectra, layer, y="cumulative_energy", ranks=3, ax=ax),
+        lambda ax: plots.plot_smoothness(smooth, order=2, ax=ax),
+        lambda ax: plots.plot_tradeoff(tradeoff, ax=ax),
+        lambda ax: plots.plot_history(hist, ax=ax),
+    ]
+    for call in calls:
+        fig, ax = plt.subplots()
+        assert call(ax) is ax
+        assert ax.has_data() or ax.images
+        plt.close(fig)
+    ax = plots.plot_history(hist)  # ax=None makes a new figure
+    assert ax.figure is not None
+    plt.close(ax.figure)
+    fig = plots.weights_grid(models, list(spectra["layer"].unique()[:2]))
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    fig = plots.spectra_grid(spectra, ranks={layer: 2})
+    assert sum(a.get_visible() for a in fig.axes) == spectra["layer"].nunique()
+    plt.close(fig)
+
+
+def test_plot_helpers_name_what_is_missing():
+    with pytest.raises(ValueError, match="test_acc"):
+        plots.plot_tradeoff(pd.DataFrame({"param_reduction": [0.1]}))
+    with pytest.raises(ValueError, match="layer="):
+        plots.plot_spectra(
+            pd.DataFrame({"layer": ["a", "b"], "index": [1, 1], "sigma_normalized": [1.0, 1.0]})
+        )
+
+
+def test_tradeoff_table_keeps_the_compared_columns_and_adds_the_accuracy_drop():
+    results = pd.DataFrame(
+        {
+            "training": ["b", "a"],
+            "method": ["svd", "svd"],
+            "target_reduction": [0.5, 0.5],
+            "param_reduction": [0.5, 0.49],
+            "params": [10, 11],
+            "test_acc": [0.7, 0.8],
+            "test_acc_uncompressed": [0.9, 0.85],
+            "device": ["cpu", "cpu"],
+            "error": [None, None],
+        }
+    )
+    table = analysis.tradeoff_table(results)
+    assert list(table["training"]) == ["a", "b"]
+    assert "device" not in table.columns and "error" not in table.columns
+    assert table["acc_drop"].tolist() == pytest.approx([0.05, 0.2])

@@ -1,0 +1,206 @@
+"""A real browser: JupyterLab on loopback, Debian Chromium driven by playwright.
+
+Opens the exploration notebook (with small parameters injected), runs it, moves a rank slider with
+the keyboard and checks that the accuracy readout changed; the screenshot is kept under
+``test-artifacts/``. Where Chromium or JupyterLab is missing and we are not root (so
+``scripts/setup.sh`` could not install them), the test reports itself skipped with the reason;
+under ``CI=true`` it must run, and fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("SMOOTHVIZ_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SMALL = {
+    "width": 8,
+    "epochs": 2,
+    "train_subset": 2048,
+    "eval_subset": 400,
+    "drag_subset": 100,
+    "param_reduction": 0.0,  # start uncompressed, so lowering a rank must cost accuracy
+}
+
+pytestmark = pytest.mark.browser
+
+
+def _missing() -> list[str]:
+    missing = []
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        missing.append(f"Chromium ({CHROMIUM}; Debian package 'chromium')")
+    for module, what in (("jupyterlab", "JupyterLab"), ("playwright", "the playwright package")):
+        if importlib.util.find_spec(module) is None:
+            missing.append(what)
+    return missing
+
+
+def _require_browser_stack() -> None:
+    missing = _missing()
+    if not missing:
+        return
+    reason = f"browser test needs {', '.join(missing)}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; under CI=true this test must run (scripts/setup.sh installs them)")
+    if os.geteuid() != 0:
+        pytest.skip(f"{reason}, which cannot be installed without root")
+    pytest.fail(f"{reason}; run scripts/setup.sh as root to install them")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"JupyterLab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _wait_for_idle_kernel(page, timeout: float = 90) -> None:
+    """Wait until the notebook's kernel is idle, accepting a "Select Kernel" dialog if one opens
+    (JupyterLab asks when its kernel list arrives after the notebook, as on a loaded machine)."""
+    accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if accept.count() and accept.first.is_visible():
+            accept.first.click()
+        elif idle.count():
+            page.wait_for_timeout(500)
+            if not (accept.count() and accept.first.is_visible()):
+                return
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the kernel did not become idle within {timeout} s")
+
+
+@pytest.fixture()
+def lab(tmp_path, tmp_path_factory):
+    """A JupyterLab server on loopback serving a parameterised copy of the explore notebook."""
+    _require_browser_stack()
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    from smoothviz.notebook_params import ExploreParams, notebook_path
+
+    # Shared with tests/test_notebooks.py (same trainings), so the models are trained once.
+    cache = tmp_path_factory.getbasetemp() / "train-cache"
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # kernels draw inline
+    env.update(
+        SMOOTHVIZ_CACHE=str(cache),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+    )
+    # Train the two small models here, so the notebook finds them in the cache.
+    os.environ["SMOOTHVIZ_CACHE"] = str(cache)
+    try:
+        ExploreParams(**SMALL).train_runs()
+    finally:
+        os.environ.pop("SMOOTHVIZ_CACHE")
+    work = tmp_path / "lab"
+    work.mkdir()
+    nb = parameterize_notebook(load_notebook_node(str(notebook_path("05_explore"))), SMALL)
+    nbformat.write(nb, work / "explore.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    log = tmp_path / "jupyterlab.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={work}",
+        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ]
+    if os.geteuid() == 0:  # containers and CI often run as root
+        cmd.append("--allow-root")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", proc, log)
+        yield f"http://127.0.0.1:{port}/lab/tree/explore.ipynb?token={token}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_rank_slider_moved_with_the_keyboard_changes_the_accuracy(lab):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "browser-rank-explorer.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(lab)
+            page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
+            _wait_for_idle_kernel(page)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+            accuracy = page.locator(".smoothviz-rank-explorer .smoothviz-accuracy").first
+            expect(accuracy).to_contain_text("full test set", timeout=120_000)
+            before = accuracy.inner_text()
+            handle = page.locator(
+                ".smoothviz-rank-explorer .smoothviz-rank-slider .noUi-handle"
+            ).first
+            handle.scroll_into_view_if_needed()
+            handle.focus()
+            for _ in range(12):
+                handle.press("ArrowLeft")
+            expect(accuracy).not_to_have_text(before, timeout=60_000)
+            expect(accuracy).to_contain_text("full test set", timeout=60_000)
+            after = accuracy.inner_text()
+            page.wait_for_timeout(1000)  # let the figure finish redrawing for the screenshot
+            accuracy.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "browser-failure.png"))
+            raise
+        finally:
+            browser.close()
+    pct = re.compile(r"test accuracy: ([\d.]+) %")
+    assert pct.search(before) and pct.search(after), (before, after)
+    assert pct.search(before).group(1) != pct.search(after).group(1), (before, after)
+    assert shot.is_file() and shot.stat().st_size > 10_000

@@ -1,0 +1,152 @@
+"""The notebooks: stored clean, thin, parameterised exactly like their config dataclasses; and
+every one of them executed by papermill (through the report command) on small parameters."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from smoothviz.config import ConfigError
+from smoothviz.notebook_params import NOTEBOOKS, ExploreParams, TradeoffParams, notebook_path
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = list(NOTEBOOKS)
+# Small enough to run all five notebooks in about a minute on a 2-core CPU.
+SMALL = {
+    "width": 8,
+    "epochs": 2,
+    "train_subset": 2048,
+    "eval_subset": 300,
+    "drag_subset": 100,
+    "reductions": [0.5],
+    "methods": ["svd", "prune_magnitude"],
+    "bn_reestimate": False,
+}
+
+
+def _code_cells(name):
+    return [
+        c for c in nbformat.read(notebook_path(name), as_version=4).cells if c.cell_type == "code"
+    ]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_stored_without_outputs(name):
+    for cell in _code_cells(name):
+        assert cell.outputs == [] and cell.execution_count is None, f"{name}: cell has outputs"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_has_no_def_or_class(name):
+    for cell in _code_cells(name):
+        tree = ast.parse(cell.source)
+        bad = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
+        assert not bad, f"{name}: a cell defines {[n.name for n in bad]}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameters_cell_documents_exactly_the_config_fields(name):
+    cls = NOTEBOOKS[name]
+    inspected = papermill.inspect_notebook(str(notebook_path(name)))
+    assert list(inspected) == cls.field_names()
+    defaults = cls()
+    for pname, info in inspected.items():
+        assert info["help"], f"{name}: parameter {pname} has no help comment"
+        assert info["inferred_type_name"] != "None", f"{name}: {pname} has no type annotation"
+        value = ast.literal_eval(info["default"])
+        expected = getattr(defaults, pname)
+        assert (list(expected) if isinstance(expected, tuple) else expected) == value
+    cells = _code_cells(name)
+    assert cells[0].metadata.get("tags") == ["parameters"]
+    # Literals only, then the validating cell.
+    for node in ast.parse(cells[0].source).body:
+        assert isinstance(node, ast.AnnAssign)
+        ast.literal_eval(node.value)
+    assert f"{cls.__name__}.from_notebook(globals())" in cells[1].source
+
+
+def test_notebooks_match_their_generator(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", ROOT / "scripts/make_notebooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_validation_cell_rejects_unknown_and_ill_typed_parameters():
+    namespace = {"width": 8, "widht": 3, "np": __import__("math"), "_private": 1, "In": ["x"]}
+    with pytest.raises(ConfigError, match="widht"):
+        ExploreParams.from_notebook(namespace)
+    with pytest.raises(ConfigError, match="'epochs' must be int"):
+        ExploreParams.from_notebook({"epochs": 1.5})
+    with pytest.raises(ConfigError, match="methods"):
+        TradeoffParams.from_dict({"methods": ["svd", "nope"]})
+    with pytest.raises(ConfigError, match="prune_ratio"):
+        ExploreParams.from_dict({"prune_ratio": 1.0})
+    with pytest.raises(ConfigError, match="model"):
+        ExploreParams.from_dict({"model": "resnet99"})
+    ok = ExploreParams.from_notebook({"width": 8, "math": __import__("math"), "In": ["x"]})
+    assert ok.width == 8
+    assert TradeoffParams.from_dict({"reductions": [0.5]}).reductions == (0.5,)
+
+
+@pytest.fixture(scope="module")
+def small_report(tmp_path_factory):
+    """``python -m smoothviz report`` on small parameters, run once for the tests below."""
+    tmp = tmp_path_factory.mktemp("report")
+    # Shared with tests/test_browser.py (same trainings), so the models are trained once.
+    env = {**os.environ, "SMOOTHVIZ_CACHE": str(tmp_path_factory.getbasetemp() / "train-cache")}
+    args = [sys.executable, "-m", "smoothviz", "report", "--out", str(tmp / "reports"), "--quiet"]
+    for name, value in SMALL.items():
+        args += ["-p", f"{name}={value}"]
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return out, tmp / "reports"
+
+
+def test_report_command_writes_index_and_exits_0(small_report):
+    out, reports = small_report
+    assert out.returncode == 0, out.stderr[-3000:]
+    index = Path(out.stdout.strip().splitlines()[-1])
+    assert index.name == "index.html" and index.is_file() and reports in index.parents
+    page = index.read_text()
+    assert 'data-state="succeeded"' in page
+    for name in NAMES:
+        assert (
+            f"00-defaults/{name}.html" in page
+            and (index.parent / "00-defaults" / f"{name}.html").is_file()
+        )
+    record = json.loads((index.parent / "report.json").read_text())
+    assert record["state"] == "succeeded"
+    assert {"device", "torch", "git_sha"} <= set(record["environment"])
+    assert record["points"][0]["parameters"]["width"] == 8
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_executed_by_papermill_without_errors(small_report, name):
+    out, _ = small_report
+    index = Path(out.stdout.strip().splitlines()[-1])
+    nb = nbformat.read(index.parent / "00-defaults" / f"{name}.ipynb", as_version=4)
+    assert nb.metadata["papermill"]["exception"] is None
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{name} drew no figure"
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "width = 8" in injected[0].source
+    html = (index.parent / "00-defaults" / f"{name}.html").read_text()
+    assert "from_notebook(globals())" not in html  # rendered without input cells
+    # The landing page shows each notebook's last figure.
+    assert (index.parent / "00-defaults" / f"{name}.png").is_file()
