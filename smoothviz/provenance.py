@@ -61,7 +61,7 @@ def environment_info(device: str | torch.device = "cpu") -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_sha": git_sha(),
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     try:
         import torchvision

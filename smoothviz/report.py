@@ -318,7 +318,7 @@ def _error_text(exc: BaseException) -> str:
 
 def new_run_id(preset: str) -> str:
     """A unique, sortable run id: UTC time, preset and a random suffix (parallel runs never clash)."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{preset}-{secrets.token_hex(3)}"
 
 
@@ -456,7 +456,7 @@ def _log(log, text: str) -> None:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _environment() -> dict[str, str]:

@@ -1,9 +1,9 @@
 """The install works: torch and torchvision import together, and the two dependency lists agree."""
 
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
