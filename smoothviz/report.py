@@ -461,14 +461,9 @@ def _now() -> str:
 
 def _environment() -> dict[str, str]:
     from smoothviz.provenance import environment_info
+    from smoothviz.training import resolve_device
 
-    try:
-        from smoothviz.training import resolve_device
-
-        device = resolve_device("auto")
-    except Exception:
-        device = "cpu"
-    return environment_info(device)
+    return environment_info(resolve_device("auto"))  # "auto" always resolves
 
 
 # --------------------------------------------------------------------------- the landing page
