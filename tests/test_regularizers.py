@@ -100,9 +100,9 @@ def test_amortised_nuclear_value_and_gradient_equal_the_exact_ones_at_a_refresh(
     g_exact = torch.autograd.grad(v_exact, [m.weight for _, m in layers])
     v_amort = amortised.penalty(0)[0]
     g_amort = torch.autograd.grad(v_amort, [m.weight for _, m in layers])
-    assert float(v_amort) == pytest.approx(float(v_exact), rel=1e-5)
-    expected = sum(float(nuclear_norm(m.weight)) for _, m in layers)
-    assert float(v_exact) == pytest.approx(expected, rel=1e-5)
+    assert v_amort.item() == pytest.approx(v_exact.item(), rel=1e-5)
+    expected = sum(nuclear_norm(m.weight).item() for _, m in layers)
+    assert v_exact.item() == pytest.approx(expected, rel=1e-5)
     for a, b in zip(g_exact, g_amort):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
@@ -112,4 +112,5 @@ def test_penalty_reports_each_active_term():
     reg = Regularization(layers, nuclear=0.1, second_order=0.2)
     total, values = reg.penalty(0)
     assert reg.terms == ["nuclear", "second_order"] and len(values) == 2
-    assert float(total) == pytest.approx(0.1 * float(values[0]) + 0.2 * float(values[1]), rel=1e-6)
+    expected = 0.1 * values[0].item() + 0.2 * values[1].item()
+    assert total.item() == pytest.approx(expected, rel=1e-6)
