@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from smoothviz.analysis import spectrum_summary, weight_smoothness
 from smoothviz.config import TrainConfig
-from smoothviz.layers import select_layers
-from smoothviz.regularizers import normalized_difference
-from smoothviz.spectral import effective_rank, singular_values
 from smoothviz.training import train
 
 # λ values chosen on the embedded data with the cnn (docs/methods.md, "Default strengths").
@@ -21,16 +19,12 @@ QUICKSTART_TRAININGS = {
 
 
 def summarize_model(model) -> dict[str, float]:
-    """Mean effective rank and mean normalised first differences over the regularised layers."""
-    layers = select_layers(model)
+    """Mean effective rank and mean normalised first difference over the regularised layers."""
+    roughness = weight_smoothness(model, orders=(1,))
     return {
-        "mean_effective_rank": sum(effective_rank(singular_values(m.weight)) for _, m in layers)
-        / len(layers),
-        "mean_first_difference": sum(
-            (normalized_difference(m.weight, 1, 0) + normalized_difference(m.weight, 1, 1)) / 2
-            for _, m in layers
-        )
-        / len(layers),
+        "mean_effective_rank": float(spectrum_summary(model).effective_rank.mean()),
+        # mean over each layer's two channel axes, then over layers
+        "mean_first_difference": float(roughness.groupby("layer").roughness.mean().mean()),
     }
 
 
