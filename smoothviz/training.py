@@ -111,6 +111,27 @@ def _paths(cache_dir: Path, key: str) -> dict[str, Path]:
     }
 
 
+def _fresh_state(cfg: TrainConfig, data: ImageData, device: torch.device, total_steps: int):
+    """Seeded model, its regularisation, optimiser and schedule, as at the start of a run."""
+    seed_everything(cfg.seed)
+    model = build_model(
+        cfg.model, data.in_channels, data.num_classes, width=cfg.width, image_size=data.image_size
+    ).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    reg = Regularization(
+        select_layers(model, cfg.layers),
+        nuclear=cfg.nuclear,
+        nuclear_every=cfg.nuclear_every,
+        first_order=cfg.first_order,
+        second_order=cfg.second_order,
+        proximal=cfg.proximal,
+        proximal_every=cfg.proximal_every,
+    )
+    opt, sched = _make_optimizer(model, cfg, total_steps)
+    return model, reg, opt, sched
+
+
 def _make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
     # Weight decay on conv/linear weights only, not on BatchNorm parameters or biases.
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
@@ -254,22 +275,6 @@ def _train(
     paths: dict[str, Path] | None,
     progress: bool,
 ) -> TrainedRun:
-    seed_everything(cfg.seed)
-    model = build_model(
-        cfg.model, data.in_channels, data.num_classes, width=cfg.width, image_size=data.image_size
-    ).to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    reg = Regularization(
-        select_layers(model, cfg.layers),
-        nuclear=cfg.nuclear,
-        nuclear_every=cfg.nuclear_every,
-        first_order=cfg.first_order,
-        second_order=cfg.second_order,
-        proximal=cfg.proximal,
-        proximal_every=cfg.proximal_every,
-    )
     n = len(data.y_train)
     steps_per_epoch = n // cfg.batch_size  # the ragged last batch is dropped (BatchNorm-safe)
     if cfg.epochs * steps_per_epoch < MIN_STEPS:
@@ -277,7 +282,8 @@ def _train(
             f"epochs x (training images // batch_size) = {cfg.epochs} x {steps_per_epoch} optimiser "
             f"steps; at least {MIN_STEPS} are needed: raise epochs or lower batch_size"
         )
-    opt, sched = _make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    model, reg, opt, sched = _fresh_state(cfg, data, device, total_steps)
     history: list[dict] = []
     start_epoch = 0
     if paths is not None and paths["partial"].is_file():
@@ -291,18 +297,13 @@ def _train(
             warnings.warn(
                 f"ignoring unreadable partial checkpoint {paths['partial']}: {exc}", stacklevel=3
             )
-            model = build_model(
-                cfg.model,
-                data.in_channels,
-                data.num_classes,
-                width=cfg.width,
-                image_size=data.image_size,
-            ).to(device)
-            history, start_epoch = [], 0
+            # Start over exactly as a fresh run would: a half-restored state must not leak in.
+            model, reg, opt, sched = _fresh_state(cfg, data, device, total_steps)
+    cuda = device.type == "cuda"
     step_model = torch.compile(model) if (cfg.compile and cuda) else model
     terms = reg.terms
     bar = tqdm(
-        total=cfg.epochs * steps_per_epoch,
+        total=total_steps,
         initial=start_epoch * steps_per_epoch,
         disable=not progress,
         desc=f"train {cfg.model}",

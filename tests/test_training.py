@@ -193,3 +193,15 @@ def test_short_runs_train_or_say_why_not(cache_dir, images, epochs):
     else:
         with pytest.raises(ConfigError, match=r"at least 4 are needed"):
             train(cfg, use_cache=False, progress=False)
+
+
+def test_an_unreadable_partial_checkpoint_restarts_exactly_like_a_fresh_run(cache_dir):
+    cfg = TrainConfig(**{**FAST, "epochs": 2})
+    partial = cache_dir / "checkpoints" / f"{cache_key(cfg)}.partial.pt"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="ignoring unreadable partial checkpoint"):
+        restarted = train(cfg, progress=False)
+    fresh = train(cfg, use_cache=False, progress=False)
+    for a, b in zip(restarted.model.state_dict().values(), fresh.model.state_dict().values()):
+        assert torch.equal(a, b)
