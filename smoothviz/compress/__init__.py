@@ -8,6 +8,7 @@ Every function returns a new model and leaves its input untouched. Module map:
   :func:`drop_channels` (keep given channels, no correction).
 - ``interpolative.py``: :func:`interpolative_compress`, :func:`interpolative_factors`.
 - ``chains.py``: which producer -> consumer channel chains can be cut (residual-aware).
+- ``calibration.py``: validation of the calibration inputs every data-aware method takes.
 - ``budget.py``: the one allocator from a whole-network target to per-layer sizes.
 - ``serialize.py``: :func:`save_compressed` / :func:`load_compressed`.
 """

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from smoothviz.compress.budget import allocate, check_reachable, check_reduction, exactly_one
+from smoothviz.compress.calibration import check_calibration
 from smoothviz.compress.chains import Chain, ChannelPlan, find_chains
 from smoothviz.compress.prune import apply_channel_cut
 
@@ -80,29 +81,6 @@ class IDFactors(Mapping):
         return len(self._qrs)
 
 
-def _check_calibration(model: nn.Module, calibration: object) -> torch.Tensor:
-    if not isinstance(calibration, torch.Tensor):
-        raise TypeError(
-            f"calibration must be a tensor of inputs (N, ...), got {type(calibration).__name__}"
-        )
-    if calibration.ndim < 2 or calibration.shape[0] < 1 or not calibration.is_floating_point():
-        raise ValueError(
-            f"calibration must be a float tensor (N, ...) with N >= 1, got shape "
-            f"{tuple(calibration.shape)} dtype {calibration.dtype}"
-        )
-    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
-    if isinstance(first, nn.Conv2d) and (
-        calibration.ndim != 4 or calibration.shape[1] != first.in_channels
-    ):
-        raise ValueError(
-            f"calibration must have shape (N, {first.in_channels}, H, W) for this model, got "
-            f"{tuple(calibration.shape)}"
-        )
-    if not torch.isfinite(calibration).all():
-        raise ValueError("calibration contains NaN or infinite values")
-    return calibration
-
-
 def interpolative_factors(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -123,7 +101,7 @@ def interpolative_factors(
     batch_size
         Images per forward pass.
     """
-    calibration = _check_calibration(model, calibration)
+    calibration = check_calibration(model, calibration)
     chains = find_chains(model, layers)
     consumers = {c.consumer: c for c in chains}
     r_factors: dict[str, torch.Tensor | None] = {c.producer: None for c in chains}
@@ -221,7 +199,7 @@ def interpolative_compress(
     if factors is None:
         if calibration is None:
             raise TypeError("calibration is required unless cached factors are passed")
-        _check_calibration(model, calibration)
+        check_calibration(model, calibration)
         chain_list = find_chains(model, layers)
         plan = ChannelPlan(model, chain_list)
     else:

@@ -1,0 +1,54 @@
+"""Calibration inputs: the training images on which data-aware methods measure activations.
+
+Every method that looks at data (the interpolative decomposition, data-aware SVD, activation-based
+channel importance, measured sensitivity) validates its calibration batch here, before any work, so
+that the same bad input gets the same clear error whichever method receives it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def check_calibration(
+    model: nn.Module, calibration: object, name: str = "calibration"
+) -> torch.Tensor:
+    """Return ``calibration`` if it is a finite float tensor of inputs that fits ``model``.
+
+    Parameters
+    ----------
+    model
+        The network the inputs are for (its first Conv2d fixes the channel count).
+    calibration
+        Training inputs ``(N, ...)`` with ``N >= 1``; ``(N, C, H, W)`` for a convolutional model.
+    name
+        The parameter's name, used in the error messages.
+
+    Raises
+    ------
+    TypeError
+        If it is not a tensor.
+    ValueError
+        If it is empty, not floating point, of the wrong shape, or holds NaN/inf.
+    """
+    if not isinstance(calibration, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a tensor of inputs (N, ...), got {type(calibration).__name__}"
+        )
+    if calibration.ndim < 2 or calibration.shape[0] < 1 or not calibration.is_floating_point():
+        raise ValueError(
+            f"{name} must be a float tensor (N, ...) with N >= 1, got shape "
+            f"{tuple(calibration.shape)} dtype {calibration.dtype}"
+        )
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    if isinstance(first, nn.Conv2d) and (
+        calibration.ndim != 4 or calibration.shape[1] != first.in_channels
+    ):
+        raise ValueError(
+            f"{name} must have shape (N, {first.in_channels}, H, W) for this model, got "
+            f"{tuple(calibration.shape)}"
+        )
+    if not torch.isfinite(calibration).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return calibration
