@@ -122,9 +122,7 @@ def test_one_evaluation_per_user_move(trained, mini_data, evaluations):
     other = copy.deepcopy(trained)
     with torch.no_grad():
         next(other.parameters()).mul_(0.5)
-    ex = RankExplorer(
-        {"a": trained, "b": other}, mini_data, drag_subset=100, settle_seconds=None
-    )
+    ex = RankExplorer({"a": trained, "b": other}, mini_data, drag_subset=100, settle_seconds=None)
     calls = evaluations
     calls.clear()
     ex.reduction.value = 0.4  # sets every rank slider programmatically
@@ -181,9 +179,9 @@ def test_cached_prefix_evaluation_equals_the_plain_evaluation(trained, mini_data
         starts.clear()
         assert ex.last == plain.last
         full = compress_from_factors(trained, ex.factors, ex.ranks)
-        assert ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))[
-            "accuracy"
-        ]
+        assert (
+            ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))["accuracy"]
+        )
 
 
 def _scaled(factors: SVDFactors) -> SVDFactors:
@@ -202,9 +200,9 @@ def test_precomputed_factors_drop_in(trained, mini_data):
             trained, mini_data, factors=factors, param_reduction=0.5, settle_seconds=None
         )
         full = compress_from_factors(trained, own, ex.ranks)
-        assert ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))[
-            "accuracy"
-        ]
+        assert (
+            ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))["accuracy"]
+        )
         assert ex.last["params"] == count_params(full)
     default = RankExplorer(trained, mini_data, param_reduction=0.5, settle_seconds=None)
     assert default.last["test_loss"] != ex.last["test_loss"]  # the factors were really used
