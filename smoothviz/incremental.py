@@ -37,6 +37,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+# Keep activations before a just-changed layer only if at least this share of the compute runs
+# before it (else recomputing is cheap, and the memory is better spent on deeper points).
+MIN_SAVED_WORK = 0.1
+MAX_WANTED = 2  # recent change points that get memory first
 # call_function targets that write into their first argument
 _INPLACE_FUNCTIONS = {
     operator.iadd,
@@ -151,7 +155,7 @@ class IncrementalEvaluator:
         model: nn.Module,
         swappable: Sequence[str] | None = None,
         *,
-        batch_size: int = 256,
+        batch_size: int = 128,
         channels_last: bool | None = None,
         fold_batchnorm: bool = True,
         cache_mb: float = 512.0,
@@ -176,6 +180,7 @@ class IncrementalEvaluator:
             if isinstance(getattr(m, "inplace", None), bool):
                 m.inplace = False
         self._sets: dict[str, _InputSet] = {}
+        self._wanted: list[int] = []  # where the latest swaps began, most recent first
         self._versions = itertools.count(1)
         self._version: dict[str, int] = {}  # slot -> version of the module installed there
         self.traced = self._trace(fold_batchnorm)
@@ -281,6 +286,9 @@ class IncrementalEvaluator:
         self._run_modules[slot] = self._convert(module)
         self._version[slot] = next(self._versions)
 
+    def _run_module(self, node: fx.Node, *args: Any, **kwargs: Any) -> Any:
+        return self._run_modules[self._slot_of[str(node.target)]](*args, **kwargs)
+
     def _frontier(self, position: int) -> list[fx.Node]:
         """Values produced before ``position`` and used at or after it (computed once)."""
         if position not in self._frontiers:
@@ -313,30 +321,57 @@ class IncrementalEvaluator:
         self._plan_cache()
 
     def _plan_cache(self) -> None:
-        """Choose which resume points each input set records: the deepest first, within budget."""
+        """Choose which resume points each input set records, within the memory budget.
+
+        First the points where the latest swaps began (the next moves of the same slider resume
+        there), unless less than ``MIN_SAVED_WORK`` of the network runs before them; then the
+        deepest points (small activations that save the most compute).
+        """
         for s in self._sets.values():
             s.record.clear()
-        if not self.traced or not self._resume_points or self.cache_bytes <= 0:
+        if not self.traced or not self._resume_points or self.cache_bytes <= 0 or not self._sets:
             return
-        per_image = self._frontier_bytes_per_image()
+        self._probe()
+        worth = [p for p in self._wanted if self._work_before[p] >= MIN_SAVED_WORK]
+        order = list(dict.fromkeys(worth + sorted(self._resume_points, reverse=True)))
         left = self.cache_bytes
-        for position in reversed(self._resume_points):
+        for position in order:
             for s in self._sets.values():
-                need = per_image[position] * len(s.y)
+                need = self._per_image[position] * len(s.y)
                 if need <= left:
                     s.record.add(position)
                     left -= need
         for s in self._sets.values():  # forget what is no longer planned
             s.cache = {p: v for p, v in s.cache.items() if p in s.record}
 
-    def _frontier_bytes_per_image(self) -> dict[int, int]:
-        if not hasattr(self, "_per_image"):
-            probe = next(iter(self._sets.values())).x[:1]
-            record = {p: [] for p in self._resume_points}
+    def _probe(self) -> None:
+        """Per resume point: bytes per image of the values crossing it, and the share of the
+        network's multiply-adds (convolutions and linear layers) that run before it."""
+        if hasattr(self, "_per_image"):
+            return
+        probe = next(iter(self._sets.values())).x[:1]
+        record = {p: [] for p in self._resume_points}
+        macs: dict[int, int] = {}
+        run_module = self._run_module
+
+        def counting(node: fx.Node, *args: Any, **kwargs: Any) -> Any:
+            out = run_module(node, *args, **kwargs)
+            weight = getattr(self._source.get(str(node.target)), "weight", None)
+            if isinstance(out, torch.Tensor) and isinstance(weight, torch.Tensor):
+                macs[self._index[node]] = out.numel() * weight[0].numel()
+            return out
+
+        self._run_module = counting
+        try:
             with torch.inference_mode():
                 self._run({self._nodes[0]: probe}, 1, record)
-            self._per_image = {p: _nbytes(v[0]) for p, v in record.items()}
-        return self._per_image
+        finally:
+            del self._run_module  # back to the method
+        total = max(1, sum(macs.values()))
+        self._per_image = {p: _nbytes(v[0]) for p, v in record.items()}
+        self._work_before = {
+            p: sum(m for i, m in macs.items() if i < p) / total for p in self._resume_points
+        }
 
     def swap(self, modules: Mapping[str, nn.Module]) -> None:
         """Replace the named modules by (copies of) the given ones; the rest stays as it is.
@@ -353,6 +388,8 @@ class IncrementalEvaluator:
         for name, module in modules.items():
             if not isinstance(module, nn.Module):
                 raise TypeError(f"swap: {name!r} must map to an nn.Module, got {module!r}")
+        if not modules:
+            return
         with torch.no_grad():
             if not self.traced:
                 for name, module in modules.items():
@@ -363,8 +400,14 @@ class IncrementalEvaluator:
                 return
             for name, module in modules.items():
                 self._source[name] = module
-            for slot in {self._slot_of[n] for n in modules}:
+            slots = {self._slot_of[n] for n in modules}
+            for slot in slots:
                 self._install(slot)
+        # The next moves will most likely change the same layers: keep activations there.
+        first = min(self._position[s] for s in slots)
+        self._wanted = [first] + [p for p in self._wanted if p != first][: MAX_WANTED - 1]
+        if first in self._resume_points:
+            self._plan_cache()
 
     def load(self, variant: nn.Module) -> list[str]:
         """Swap in every swappable module of ``variant`` that differs from the installed one.
@@ -474,7 +517,7 @@ class IncrementalEvaluator:
             args = fx.node.map_arg(node.args, load)
             kwargs = fx.node.map_arg(node.kwargs, load)
             if op == "call_module":
-                out = self._run_modules[self._slot_of[str(node.target)]](*args, **kwargs)
+                out = self._run_module(node, *args, **kwargs)
             elif op == "call_function":
                 out = node.target(*args, **kwargs)
             elif op == "call_method":

@@ -366,6 +366,7 @@ class RankExplorer(_Explorer):
         self._factors = _resolve_factors(self.models, factors, layers)
         names = list(next(iter(self._factors.values())))
         self._installed: dict[str, dict[str, int | None]] = {}  # model -> layer -> installed rank
+        self._allocations: dict[tuple, dict[str, int]] = {}
         self.reduction = W.FloatSlider(
             value=param_reduction,
             min=0.0,
@@ -472,9 +473,18 @@ class RankExplorer(_Explorer):
                 best = (gap, ranks)
         return best[1]
 
+    def _allocation(self) -> dict[str, int]:
+        """:meth:`allocate` for the current controls, remembered (a drag revisits values)."""
+        key = (self.model_select.value, self.method.value, self.reduction.value)
+        if key not in self._allocations:
+            if len(self._allocations) >= 1024:
+                self._allocations.clear()
+            self._allocations[key] = self.allocate(key[2], ALLOCATIONS[key[1]])
+        return dict(self._allocations[key])
+
     def _reduction_changed(self, change: Any = None) -> None:
         try:
-            ranks = self.allocate(self.reduction.value, ALLOCATIONS[self.method.value])
+            ranks = self._allocation()
             self.choice_error = None
         except Exception as exc:  # e.g. a budget this model cannot reach: say so, keep the ranks
             self.choice_error = "".join(traceback.format_exception_only(type(exc), exc)).strip()

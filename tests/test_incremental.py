@@ -104,6 +104,32 @@ def test_cache_budget_keeps_the_deepest_points_first(resnet, inputs):
     assert used <= ev.cache_bytes
 
 
+def test_memory_goes_first_to_the_layer_that_was_just_changed(resnet, inputs):
+    x, y = inputs
+    factors = svd_factors(resnet)
+    names = list(factors)
+    mid = names[len(names) // 2]
+    ev = IncrementalEvaluator(resnet, names, batch_size=32)
+    ev.add_inputs("test", x, y)
+    position = ev._position[mid]
+    ev.cache_bytes = ev._per_image[position] * len(y)  # room for this point only
+    ev._plan_cache()
+    assert position not in ev._sets["test"].record  # deeper points are preferred at first
+    starts = []
+    run = ev._run
+    ev._run = lambda env, start, record: starts.append(start) or run(env, start, record)
+    for rank in (2, 1):
+        ev.swap({mid: factorize_layer(resnet.get_submodule(mid), rank, factors[mid])})
+        starts.clear()
+        ev.evaluate("test")
+    assert ev._sets["test"].record == {position}
+    assert set(starts) == {position}  # the second move resumed right before the changed layer
+    # a change near the input saves too little compute to be worth memory
+    ev.swap({names[0]: factorize_layer(resnet.get_submodule(names[0]), 1, factors[names[0]])})
+    assert ev._wanted[0] == ev._position[names[0]]
+    assert ev._sets["test"].record == {position}
+
+
 class _InPlace(nn.Module):
     """In-place ops everywhere: module ReLUs, ``+=`` and ``relu_`` in the forward."""
 
