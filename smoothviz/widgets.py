@@ -391,6 +391,7 @@ class RankExplorer(_Explorer):
             )
             for name in names
         }
+        self.reduction.add_class("smoothviz-reduction")
         for slider in self.rank_sliders.values():
             slider.add_class("smoothviz-rank-slider")
         self.reduction.observe(self._reduction_changed, names="value")
