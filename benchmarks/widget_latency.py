@@ -144,7 +144,7 @@ def _steps(current: float, step: float, moves: int, lo: float, hi: float, down: 
     return values
 
 
-def run_gestures(explorer, slider, step, lo, hi, gestures: int, moves: int, quiet: bool):
+async def run_gestures(explorer, slider, step, lo, hi, gestures: int, moves: int, quiet: bool):
     """Drag ``slider`` in ``gestures`` gestures of ``moves`` steps, releasing after each one."""
     drags, releases = [], []
     out = io.StringIO()
@@ -157,18 +157,21 @@ def run_gestures(explorer, slider, step, lo, hi, gestures: int, moves: int, quie
             check(explorer)
         with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
             with Timer() as t:
-                release(explorer)
+                await release(explorer)
         releases.append((t.wall, t.cpu))
         check(explorer, full=True)
     return drags, releases
 
 
-def release(explorer) -> None:
-    """What the settle timer does once the slider is still: the full test set."""
+async def release(explorer) -> None:
+    """What the settle timer does once the slider is still: the full test set (the current
+    widgets measure it one batch per event-loop turn; wait until that is done)."""
     if explorer._timer is not None:
         explorer._timer.cancel()
         explorer._timer = None
     explorer._settled()
+    while getattr(explorer, "_release", None) is not None:
+        await asyncio.sleep(0)
 
 
 def check(explorer, full: bool = False) -> None:
@@ -201,14 +204,16 @@ async def time_version(version: str, module, s: dict, args) -> list[dict[str, An
             rank = module.RankExplorer(
                 s["models"], s["data"], settle_seconds=SETTLE_NEVER, **s["rank"]
             )
-            release(rank)  # the first full evaluation, as after the settle delay
+            await release(rank)  # the first full evaluation, as after the settle delay
     layer = list(rank.rank_sliders)[len(rank.rank_sliders) // 2]
     sliders = [
         ("reduction", rank.reduction, 0.01, 0.05, 0.9),
         (f"rank of {layer}", rank.rank_sliders[layer], 1, 1, rank.rank_sliders[layer].max),
     ]
     for label, slider, step, lo, hi in sliders:
-        drags, releases = run_gestures(rank, slider, step, lo, hi, args.gestures, args.moves, quiet)
+        drags, releases = await run_gestures(
+            rank, slider, step, lo, hi, args.gestures, args.moves, quiet
+        )
         rows.append(_row(version, "RankExplorer", label, drags, releases, opened))
     for method in module.PRUNE_METHODS:
         with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
@@ -217,8 +222,8 @@ async def time_version(version: str, module, s: dict, args) -> list[dict[str, An
                     s["models"], s["data"], settle_seconds=SETTLE_NEVER, **s["prune"]
                 )
                 prune.method.value = method
-                release(prune)
-        drags, releases = run_gestures(
+                await release(prune)
+        drags, releases = await run_gestures(
             prune, prune.ratio, 0.01, 0.05, 0.9, args.gestures, args.moves, quiet
         )
         rows.append(_row(version, "PruneExplorer", f"ratio · {method}", drags, releases, opened))

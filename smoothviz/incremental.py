@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import itertools
 import operator
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -433,22 +433,45 @@ class IncrementalEvaluator:
     def evaluate(self, key: str) -> dict[str, float]:
         """Accuracy, mean cross-entropy and size of the input set ``key``, as
         :func:`smoothviz.measure.evaluate` computes them."""
+        steps = self.evaluate_steps(key)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def evaluate_steps(self, key: str) -> Generator[float, None, dict[str, float]]:
+        """:meth:`evaluate` one batch at a time: yields the fraction done, returns the result.
+
+        Between steps the caller's code runs normally (inference mode is entered per batch),
+        so an event loop can handle other work; a generator closed before the end leaves no
+        cached activations behind.
+        """
         if key not in self._sets:
             raise KeyError(f"no input set {key!r}; registered: {list(self._sets)}")
         state = self._state()
-        memo = self._sets[key].memo
-        if memo is not None and memo[0] == state:  # nothing changed since: same answer
-            return dict(memo[1])
+        s = self._sets[key]
+        if s.memo is not None and s.memo[0] == state:  # nothing changed since: same answer
+            return dict(s.memo[1])
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        with torch.inference_mode():
-            for logits, y in self._outputs(key):
+        outputs = self._outputs(key)
+        done = 0
+        while True:
+            with torch.inference_mode():
+                try:
+                    logits, y = next(outputs)
+                except StopIteration:
+                    break
                 logits = logits.float()
                 loss += F.cross_entropy(logits, y, reduction="sum").double()
                 correct += (logits.argmax(1) == y).sum()
-        n = len(self._sets[key].y)
+            done += len(y)
+            if done < len(s.y):
+                yield done / len(s.y)
+        n = len(s.y)
         result = {"accuracy": correct.item() / n, "loss": loss.item() / n, "n": n}
-        self._sets[key].memo = (state, dict(result))
+        s.memo = (state, dict(result))
         return result
 
     def _state(self) -> tuple[int, ...]:
@@ -472,8 +495,15 @@ class IncrementalEvaluator:
         if key not in self._sets:
             raise KeyError(f"no input set {key!r}; registered: {list(self._sets)}")
         s = self._sets[key]
+        state = self._state()
+
+        def unchanged() -> None:  # a half-old, half-new answer must never come out
+            if self._state() != state:
+                raise RuntimeError("the model was swapped while it was being evaluated")
+
         if not self.traced:
             for b in s.batches:
+                unchanged()
                 yield self._work(s.x[b]), s.y[b]
             return
         start, values = 1, None
@@ -485,11 +515,13 @@ class IncrementalEvaluator:
         record_at = {p: [] for p in s.record if p > start}
         frontier = self._frontier(start) if values is not None else []
         for i, b in enumerate(s.batches):
+            unchanged()
             if values is None:
                 env = {self._nodes[0]: s.x[b]}
             else:
                 env = dict(zip(frontier, self._fresh(values[i]), strict=True))
             yield self._run(env, start, record_at), s.y[b]
+        unchanged()
         for position, stored in record_at.items():
             s.cache[position] = (self._prefix(position), stored)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -59,6 +60,7 @@ PRUNE_METHODS = {
     "L1 filters (structured)": "prune_channels",
 }
 FIGURE_DPI = 90
+PROGRESS_SECONDS = 0.5  # a full-set measurement this long shows its progress
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -122,6 +124,8 @@ class _Explorer:
         self._evaluators: dict[str, IncrementalEvaluator] = {}
         self._live: tuple[Any, LiveFigure, Any] | None = None  # (structure key, figure, artists)
         self._timer: asyncio.TimerHandle | None = None
+        self._release: tuple | None = None  # the full-set measurement under way, if any
+        self._release_handle: asyncio.Handle | None = None
         self._syncing = False
         self.choice_error: str | None = None  # why the last choice could not be made, if it failed
         self.last: dict[str, Any] = {}  # the latest measurement (read by tests and the readouts)
@@ -185,10 +189,22 @@ class _Explorer:
 
     def measure(self, full: bool = True) -> dict[str, Any]:
         """Compress as the widgets say, then measure accuracy (full test set or drag subset)."""
+        self._cancel_release()
+        steps, params, full = self._start_measure(full)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return self._record(done.value, params, full)
+
+    def _start_measure(self, full: bool):
+        """Install the current choice; the evaluation as steps, the parameter count, fullness."""
         ev = self.evaluator()
         params = self._install(ev)
         full = full or self._drag is None
-        metrics = ev.evaluate("full" if full else "drag")
+        return ev.evaluate_steps("full" if full else "drag"), params, full
+
+    def _record(self, metrics: dict[str, float], params: int, full: bool) -> dict[str, Any]:
         total = count_params(self.model)
         result = {
             "test_acc": metrics["accuracy"],
@@ -267,20 +283,23 @@ class _Explorer:
     def update(self, full: bool = True) -> None:
         """Measure, refresh the readouts and the figure; errors go to the status line."""
         try:
-            result = self.measure(full=full)
-            self._draw()  # figure first: when the readout says "full test set", the figure agrees
-            self._show(result)
-            self.status.value = ""
-            if self.choice_error:
-                self._fail_text(self.choice_error)
+            self._finish(self.measure(full=full))
         except Exception as exc:  # shown in the widget, where the user is looking
             self._fail(exc)
+
+    def _finish(self, result: dict[str, Any]) -> None:
+        self._draw()  # figure first: when the readout says "full test set", the figure agrees
+        self._show(result)
+        self.status.value = ""
+        if self.choice_error:
+            self._fail_text(self.choice_error)
 
     def _changed(self, change: Any = None) -> None:
         """One user move: one evaluation (the drag subset), then the full set once settled."""
         if self._syncing:
             return
         self._cancel_timer()
+        self._cancel_release()
         loop = _running_loop()
         if self.settle_seconds is None or self._drag is None or loop is None:
             self.update(full=True)  # nothing to wait for (plain Python, or no smaller subset)
@@ -294,8 +313,52 @@ class _Explorer:
             self._timer = None
 
     def _settled(self) -> None:
+        """The slider is still: measure the full test set, one batch per event-loop turn, so
+        that the next move is handled at once (it abandons this measurement)."""
         self._timer = None
-        self.update(full=True)
+        loop = _running_loop()
+        if loop is None:
+            self.update(full=True)
+            return
+        self._cancel_release()
+        try:
+            steps, params, _ = self._start_measure(True)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._release = (steps, params, loop, self.accuracy_label.value)
+        self._release_shown = time.monotonic()
+        self._release_handle = loop.call_soon(self._release_step)
+
+    def _release_step(self) -> None:
+        steps, params, loop, label = self._release
+        self._release_handle = None
+        try:
+            fraction = next(steps)
+        except StopIteration as done:
+            self._release = None
+            try:
+                self._finish(self._record(done.value, params, True))
+            except Exception as exc:
+                self._fail(exc)
+            return
+        except Exception as exc:
+            self._release = None
+            self._fail(exc)
+            return
+        if time.monotonic() - self._release_shown > PROGRESS_SECONDS:  # a long one: say so
+            self._release_shown = time.monotonic()
+            n = len(self._y_full)
+            self.accuracy_label.value = f"{label} · measuring all {n:,} images: {fraction:.0%}"
+        self._release_handle = loop.call_soon(self._release_step)
+
+    def _cancel_release(self) -> None:
+        if self._release_handle is not None:
+            self._release_handle.cancel()
+            self._release_handle = None
+        if self._release is not None:
+            self._release[0].close()  # an abandoned measurement leaves no cached activations
+            self._release = None
 
     def _repr_mimebundle_(self, **kwargs: Any):
         return self.widget._repr_mimebundle_(**kwargs)

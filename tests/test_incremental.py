@@ -93,6 +93,33 @@ def test_nothing_changed_gives_the_remembered_result_without_running(resnet, inp
     assert ev.evaluate("test") == first
 
 
+def test_stepwise_evaluation_can_be_abandoned_without_trace(resnet, inputs):
+    x, y = inputs
+    factors = svd_factors(resnet)
+    ev = IncrementalEvaluator(resnet, list(factors), batch_size=32)
+    ev.add_inputs("test", x, y)
+    steps = ev.evaluate_steps("test")
+    assert next(steps) == pytest.approx(32 / 70)
+    steps.close()  # abandoned half-way, as a widget does when the slider moves again
+    assert ev._sets["test"].cache == {} and ev._sets["test"].memo is None
+    fractions, steps = [], ev.evaluate_steps("test")
+    while True:
+        try:
+            fractions.append(next(steps))
+        except StopIteration as done:
+            result = done.value
+            break
+    assert fractions == pytest.approx([32 / 70, 64 / 70]) and result == ev.evaluate("test")
+    assert ev._sets["test"].cache  # a finished run keeps its activations
+    name = list(factors)[-1]
+    ev.swap({name: factorize_layer(resnet.get_submodule(name), 1, factors[name])})
+    steps = ev.evaluate_steps("test")
+    next(steps)
+    ev.swap({name: factorize_layer(resnet.get_submodule(name), 2, factors[name])})
+    with pytest.raises(RuntimeError, match="swapped while it was being evaluated"):
+        next(steps)
+
+
 def test_cache_budget_keeps_the_deepest_points_first(resnet, inputs):
     x, y = inputs
     ev = IncrementalEvaluator(resnet, list(svd_factors(resnet)), cache_mb=0.05)

@@ -87,13 +87,13 @@ def evaluations(monkeypatch) -> list[str]:
     from smoothviz.incremental import IncrementalEvaluator
 
     calls: list[str] = []
-    original = IncrementalEvaluator.evaluate
+    original = IncrementalEvaluator.evaluate_steps
 
     def counted(self, key):
         calls.append(key)
         return original(self, key)
 
-    monkeypatch.setattr(IncrementalEvaluator, "evaluate", counted)
+    monkeypatch.setattr(IncrementalEvaluator, "evaluate_steps", counted)
     return calls
 
 
@@ -116,6 +116,26 @@ def test_drag_uses_the_subset_then_the_full_set_once_the_slider_settles(
     assert calls == ["drag", "drag", "full"]
     assert ex.last["full"] is True and ex.last["n_test"] == len(mini_data.y_test)
     assert "full test set" in ex.accuracy_label.value
+
+
+def test_a_move_during_the_full_measurement_abandons_it(trained, mini_data, evaluations):
+    async def scenario():
+        ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=0.05)
+        await asyncio.sleep(0.3)
+        ex.reduction.value = 0.4
+        ex._cancel_timer()
+        ex._settled()  # the slider settles: the full set is measured batch by batch ...
+        await asyncio.sleep(0)  # ... one batch has run ...
+        assert ex._release is not None and not ex.last["full"]
+        ex.reduction.value = 0.3  # ... when the hand moves again
+        assert ex._release is None and ex.last["n_test"] == 100
+        await asyncio.sleep(0.5)
+        return ex
+
+    ex = asyncio.run(scenario())
+    assert ex.last["full"] and ex.last["n_test"] == len(mini_data.y_test)
+    full = compress_from_factors(trained, ex.factors, ex.ranks)
+    assert ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))["accuracy"]
 
 
 def test_one_evaluation_per_user_move(trained, mini_data, evaluations):
