@@ -40,7 +40,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 # Keep activations before a just-changed layer only if at least this share of the compute runs
 # before it (else recomputing is cheap, and the memory is better spent on deeper points).
 MIN_SAVED_WORK = 0.1
-MAX_WANTED = 2  # recent change points that get memory first
+MAX_WANTED = 2  # per input set, the recent start points that get memory first
 # call_function targets that write into their first argument
 _INPLACE_FUNCTIONS = {
     operator.iadd,
@@ -118,6 +118,8 @@ class _InputSet:
     # position -> (prefix versions it was computed under, per batch: the crossing values)
     cache: dict[int, tuple[tuple[int, ...], list[tuple[Any, ...]]]] = field(default_factory=dict)
     memo: tuple[tuple[int, ...], dict[str, float]] | None = None  # the last result and its state
+    seen: dict[str, int] | None = None  # slot versions at the last run
+    wanted: list[int] = field(default_factory=list)  # where recent runs had to begin, newest first
 
 
 class IncrementalEvaluator:
@@ -180,7 +182,6 @@ class IncrementalEvaluator:
             if isinstance(getattr(m, "inplace", None), bool):
                 m.inplace = False
         self._sets: dict[str, _InputSet] = {}
-        self._wanted: list[int] = []  # where the latest swaps began, most recent first
         self._versions = itertools.count(1)
         self._version: dict[str, int] = {}  # slot -> version of the module installed there
         self.traced = self._trace(fold_batchnorm)
@@ -323,8 +324,9 @@ class IncrementalEvaluator:
     def _plan_cache(self) -> None:
         """Choose which resume points each input set records, within the memory budget.
 
-        First the points where the latest swaps began (the next moves of the same slider resume
-        there), unless less than ``MIN_SAVED_WORK`` of the network runs before them; then the
+        First, for each input set, the points where its recent runs had to begin (the first layer
+        changed since its previous run: the next moves most likely change the same layers),
+        unless less than ``MIN_SAVED_WORK`` of the network's compute runs before them; then the
         deepest points (small activations that save the most compute).
         """
         for s in self._sets.values():
@@ -332,17 +334,36 @@ class IncrementalEvaluator:
         if not self.traced or not self._resume_points or self.cache_bytes <= 0 or not self._sets:
             return
         self._probe()
-        worth = [p for p in self._wanted if self._work_before[p] >= MIN_SAVED_WORK]
-        order = list(dict.fromkeys(worth + sorted(self._resume_points, reverse=True)))
+        order = [
+            (s, p)
+            for s in self._sets.values()
+            for p in s.wanted
+            if self._work_before.get(p, 0.0) >= MIN_SAVED_WORK
+        ]
+        order += [(s, p) for p in reversed(self._resume_points) for s in self._sets.values()]
         left = self.cache_bytes
-        for position in order:
-            for s in self._sets.values():
-                need = self._per_image[position] * len(s.y)
-                if need <= left:
-                    s.record.add(position)
-                    left -= need
+        for s, position in order:
+            need = self._per_image[position] * len(s.y)
+            if position not in s.record and need <= left:
+                s.record.add(position)
+                left -= need
         for s in self._sets.values():  # forget what is no longer planned
             s.cache = {p: v for p, v in s.cache.items() if p in s.record}
+
+    def _note_start(self, s: _InputSet) -> None:
+        """Remember where this run has to begin (the first slot changed since the set's last
+        run) and give that point memory first."""
+        if s.seen is not None:
+            changed = [self._position[k] for k, v in self._version.items() if s.seen.get(k) != v]
+            if changed:
+                first = min(changed)
+                # the resume point at or before the first change
+                points = [p for p in self._resume_points if p <= first]
+                if points and (not s.wanted or s.wanted[0] != points[-1]):
+                    s.wanted = [points[-1]] + [w for w in s.wanted if w != points[-1]]
+                    del s.wanted[MAX_WANTED:]
+                    self._plan_cache()
+        s.seen = dict(self._version)
 
     def _probe(self) -> None:
         """Per resume point: bytes per image of the values crossing it, and the share of the
@@ -403,11 +424,6 @@ class IncrementalEvaluator:
             slots = {self._slot_of[n] for n in modules}
             for slot in slots:
                 self._install(slot)
-        # The next moves will most likely change the same layers: keep activations there.
-        first = min(self._position[s] for s in slots)
-        self._wanted = [first] + [p for p in self._wanted if p != first][: MAX_WANTED - 1]
-        if first in self._resume_points:
-            self._plan_cache()
 
     def load(self, variant: nn.Module) -> list[str]:
         """Swap in every swappable module of ``variant`` that differs from the installed one.
@@ -506,6 +522,7 @@ class IncrementalEvaluator:
                 unchanged()
                 yield self._work(s.x[b]), s.y[b]
             return
+        self._note_start(s)
         start, values = 1, None
         for position in sorted(s.cache, reverse=True):  # the deepest still-valid resume point
             prefix, stored = s.cache[position]

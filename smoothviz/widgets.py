@@ -85,6 +85,8 @@ def _error_text(exc: BaseException) -> str:
 class _Explorer:
     """Shared plumbing: models, evaluators, readouts, status line, live figure, debounce."""
 
+    _figsize: tuple[float, float] = (6.5, 3.0)  # inches; subclasses set their own
+
     def __init__(
         self,
         models: nn.Module | Mapping[str, nn.Module],
@@ -165,8 +167,9 @@ class _Explorer:
         return self.model_select.value
 
     @staticmethod
-    def _artist_list(artists: Any) -> list[Artist]:
-        return list(artists.values()) if isinstance(artists, Mapping) else list(artists)
+    def _artist_list(artists: Any) -> list[Artist]:  # pragma: no cover - abstract
+        """The changing artists, flat (what the live figure redraws)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ shared behaviour
     @property

@@ -131,7 +131,7 @@ def test_cache_budget_keeps_the_deepest_points_first(resnet, inputs):
     assert used <= ev.cache_bytes
 
 
-def test_memory_goes_first_to_the_layer_that_was_just_changed(resnet, inputs):
+def test_memory_goes_first_to_where_runs_had_to_begin(resnet, inputs):
     x, y = inputs
     factors = svd_factors(resnet)
     names = list(factors)
@@ -142,18 +142,22 @@ def test_memory_goes_first_to_the_layer_that_was_just_changed(resnet, inputs):
     ev.cache_bytes = ev._per_image[position] * len(y)  # room for this point only
     ev._plan_cache()
     assert position not in ev._sets["test"].record  # deeper points are preferred at first
+    ev.evaluate("test")
     starts = []
     run = ev._run
     ev._run = lambda env, start, record: starts.append(start) or run(env, start, record)
-    for rank in (2, 1):
+    for rank in (2, 1):  # the first move makes room before `mid`, the second resumes there
         ev.swap({mid: factorize_layer(resnet.get_submodule(mid), rank, factors[mid])})
         starts.clear()
         ev.evaluate("test")
-    assert ev._sets["test"].record == {position}
-    assert set(starts) == {position}  # the second move resumed right before the changed layer
+    assert ev._sets["test"].wanted == [position] and ev._sets["test"].record == {position}
+    assert set(starts) == {position}
     # a change near the input saves too little compute to be worth memory
-    ev.swap({names[0]: factorize_layer(resnet.get_submodule(names[0]), 1, factors[names[0]])})
-    assert ev._wanted[0] == ev._position[names[0]]
+    first = names[0]
+    ev.swap({first: factorize_layer(resnet.get_submodule(first), 1, factors[first])})
+    ev.evaluate("test")
+    assert ev._sets["test"].wanted[0] == ev._position[first]
+    assert ev._work_before[ev._position[first]] < 0.1
     assert ev._sets["test"].record == {position}
 
 
