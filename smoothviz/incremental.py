@@ -11,8 +11,10 @@ the parts that stay the same:
   ``torch.fx``; evaluating a registered input set records the activations that cross the point
   just before each swappable layer (every value produced before it and used after it). The next
   evaluation resumes from the deepest recorded point that lies before every layer changed since
-  then, so moving the rank of a late layer re-runs only the tail of the network. Deeper points are
-  kept first, within a memory budget (deeper activations are smaller and save more compute).
+  then, so moving the rank of a late layer re-runs only the tail of the network. Within a memory
+  budget, an input set first keeps the point where its recent runs had to begin (the next move of
+  the same slider begins there too), if enough compute runs before it, then the deepest points
+  (their activations are smaller and save more compute).
 - **Faster inference.** BatchNorm layers that directly follow a convolution are folded into it
   (``torch.nn.utils.fusion.fuse_conv_bn_eval``), convolutions and inputs use the channels-last
   memory format, inputs stay on the model's device, and everything runs under
