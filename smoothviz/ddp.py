@@ -106,7 +106,7 @@ def setup(device: torch.device) -> DistributedContext | None:
     """Join the process group torchrun describes; None for a single-process run.
 
     ``device`` is the resolved ``cfg.device``: its type picks the backend (NCCL for CUDA, gloo for
-    the CPU) and each rank uses ``cuda:LOCAL_RANK``. A group the caller initialised already is used
+    the CPU) and each rank uses ``cuda:LOCAL_RANK`` (whatever index ``cfg.device`` names). A group the caller initialised already is used
     as it is; one initialised here is destroyed when the interpreter exits.
     """
     if not (dist.is_available() and (dist.is_initialized() or launched_by_torchrun())):

@@ -182,12 +182,12 @@ def _log(log: TextIO | None, text: str) -> None:
 
 
 def as_completed_with_progress(
-    futures: Sequence[Future], *, desc: str, log: TextIO | None = sys.stderr
+    futures: Sequence[Future], *, desc: str, unit: str = "task", log: TextIO | None = sys.stderr
 ) -> Iterator[Future]:
     """The futures in the order they finish, with a tqdm bar on ``log`` (None: no bar)."""
     from distributed import as_completed
 
-    with tqdm(total=len(futures), desc=desc, unit="task", file=log, disable=log is None) as bar:
+    with tqdm(total=len(futures), desc=desc, unit=unit, file=log, disable=log is None) as bar:
         for future in as_completed(futures):
             bar.update()
             yield future
@@ -361,7 +361,9 @@ def _sweep(client, trainings, methods, reductions, data, log, options) -> pd.Dat
         )
     names = {f.key: n for n, f in futures.items()}
     frames: dict[str, pd.DataFrame] = {}
-    for future in as_completed_with_progress(list(futures.values()), desc="sweep", log=log):
+    for future in as_completed_with_progress(
+        list(futures.values()), desc="sweep", unit="training", log=log
+    ):
         name = names[future.key]
         try:
             frames[name] = future.result()

@@ -582,7 +582,9 @@ def _run_points_on_cluster(client, points, run_dir, nb_dir, kernel_name, timeout
         for point, cfgs in zip(points, needs)
     ]
     position = {f.key: i for i, f in enumerate(futures)}
-    for future in distributed.as_completed_with_progress(futures, desc="grid points", log=log):
+    for future in distributed.as_completed_with_progress(
+        futures, desc="grid points", unit="point", log=log
+    ):
         i = position[future.key]
         try:
             points[i] = future.result()

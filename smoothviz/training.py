@@ -6,6 +6,10 @@ SHA-256 of the weights); asking again for the same config loads them (``weights_
 of training. After every epoch a ``.partial.pt`` checkpoint (model, optimiser, schedule, history) is
 written atomically, so a killed run resumes from its last finished epoch and ends with the same
 weights as an uninterrupted one (data order and augmentation are seeded per epoch).
+
+Started by ``torchrun --nproc_per_node=N``, :func:`train` trains data-parallel with
+``DistributedDataParallel`` (:mod:`smoothviz.ddp`): ``batch_size`` stays the global batch, rank 0
+alone locks the cache and writes the checkpoints, and resume works as in one process.
 """
 
 from __future__ import annotations

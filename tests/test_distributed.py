@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -271,6 +272,16 @@ def test_cluster_options_are_validated_before_any_work(monkeypatch, tmp_path):
     monkeypatch.delenv(distributed.SCHEDULER_ENV)
     assert main(["report", "--out", str(tmp_path / "r"), "--workers", "0"]) == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_without_bokeh_at_the_scheduler_the_dashboard_is_said_to_be_unavailable():
+    no_dashboard = SimpleNamespace(scheduler_info=lambda: {"services": {}}, dashboard_link=None)
+    assert "dashboard unavailable" in distributed.dashboard_message(no_dashboard)
+    with_dashboard = SimpleNamespace(
+        scheduler_info=lambda: {"services": {"dashboard": 8787}},
+        dashboard_link="http://h:8787/status",
+    )
+    assert distributed.dashboard_message(with_dashboard).endswith("http://h:8787/status")
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
