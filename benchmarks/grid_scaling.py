@@ -65,11 +65,65 @@ def run(extra: list[str], out: Path) -> dict:
     }
 
 
+def write_markdown(payload: dict, path: Path) -> None:
+    """The Markdown table of a result JSON (also: ``--render-only`` re-renders a stored one)."""
+    env_info, runs = payload["environment"], payload["runs"]
+    cores, workers = payload["cpu_cores"], payload["workers"]
+    rows = [
+        f"| {mode} | {r['seconds']:.1f} | {'/'.join(r['statuses'])} | "
+        f"{r['load_average_before']:.2f} → {r['load_average_after']:.2f} |"
+        for mode, mode_runs in runs.items()
+        for r in mode_runs
+    ]
+    peak_load = max(
+        max(r["load_average_before"], r["load_average_after"]) for rs in runs.values() for r in rs
+    )
+    load_note = (
+        f"**Taken under load**: the 1-min load average reached {peak_load:.1f} on {cores} cores "
+        "(other jobs shared the CPU, unevenly over time), so these times and their ratio are "
+        "noisy; re-run on an idle machine before quoting them."
+        if peak_load > 0.5 * cores
+        else f"The machine was idle (1-min load average at most {peak_load:.1f} on {cores} cores)."
+    )
+    lines = [
+        f"# Report grid: 4 points serial vs a {workers}-worker Dask LocalCluster",
+        "",
+        f"Device: {env_info['device']} ({cores} cores) · torch {env_info['torch']} · "
+        f"git {env_info['git_sha']} · {env_info['date']}",
+        "",
+        "Each point: `01_train` + `04_tradeoff`; both runs start from an empty checkpoint cache. "
+        f"Dask: {workers} worker processes, {payload['torch_threads_per_worker']} torch thread(s) "
+        "each; serial: torch's default threads.",
+        "",
+        "| mode | wall time (s) | point statuses | 1-min load average before → after |",
+        "|---|---:|---|---|",
+        *rows,
+        "",
+        f"Median serial / median Dask wall time: **{payload['speedup_serial_over_dask']:.2f}×**.",
+        "",
+        load_note,
+        "",
+        f"Serial: `{payload['command_serial']}`  ",
+        f"Dask: `{payload['command_dask']}`",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/grid_scaling.py --repeats 1`",
+        "",
+    ]
+    atomic_write_text(path, "\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=1, help="runs of each mode (alternating)")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the .md from the stored .json"
+    )
     args = parser.parse_args()
+    out = Path(__file__).parent / "results" / "grid_scaling"
+    if args.render_only:
+        write_markdown(json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md"))
+        return
     results: dict[str, list[dict]] = {"serial": [], "dask": []}
     with tempfile.TemporaryDirectory() as reports:
         for i in range(args.repeats):
@@ -81,7 +135,6 @@ def main() -> None:
     env_info = environment_info("cpu")
     cores = os.cpu_count()
     command = "python -m smoothviz report --quiet " + " ".join(PARAMETERS + GRID)
-    out = Path(__file__).parent / "results" / "grid_scaling"
     payload = {
         "command_serial": command,
         "command_dask": command + f" --workers {args.workers}",
@@ -95,40 +148,7 @@ def main() -> None:
         "note": "timed on a shared machine unless the load averages say otherwise",
     }
     atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=2))
-    rows = [
-        f"| {mode} | {r['seconds']:.1f} | {'/'.join(r['statuses'])} | "
-        f"{r['load_average_before']:.2f} → {r['load_average_after']:.2f} |"
-        for mode, runs in results.items()
-        for r in runs
-    ]
-    atomic_write_text(
-        out.with_suffix(".md"),
-        "\n".join(
-            [
-                "# Report grid: 4 points serial vs a 2-worker Dask LocalCluster",
-                "",
-                f"Device: {env_info['device']} ({cores} cores) · torch {env_info['torch']} · "
-                f"git {env_info['git_sha']} · {env_info['date']}",
-                "",
-                f"Each point: `01_train` + `04_tradeoff`; both runs start from an empty checkpoint "
-                f"cache. Dask: {args.workers} worker processes, "
-                f"{torch_threads_per_worker(args.workers)} torch thread(s) each; serial: torch's "
-                "default threads.",
-                "",
-                "| mode | wall time (s) | point statuses | 1-min load average before → after |",
-                "|---|---:|---|---|",
-                *rows,
-                "",
-                f"Median serial / median Dask wall time: **{speedup:.2f}×**.",
-                "",
-                f"Serial: `{command}`  ",
-                f"Dask: `{command} --workers {args.workers}`",
-                "",
-                "Reproduce: `.venv/bin/python benchmarks/grid_scaling.py --repeats 1`",
-                "",
-            ]
-        ),
-    )
+    write_markdown(payload, out.with_suffix(".md"))
     print(f"serial {median['serial']:.1f} s, dask {median['dask']:.1f} s: {speedup:.2f}x")
 
 
