@@ -1,0 +1,182 @@
+"""Which choices make the SVD methods lose least without fine-tuning: the measurements behind the
+defaults of ``svd`` and ``svd_data_aware`` (allocation score, sequential refit, damping, output
+weighting, calibration size).
+
+For each training (the baseline and first-order-smooth ``resnet18``, width 16, 4 epochs on 20,000
+full Fashion-MNIST images; loaded from the checkpoint cache, trained when missing), each variant
+and each target reduction: compress, then test accuracy on the full 10,000-image test split, no
+fine-tuning, no BatchNorm re-estimation. Writes ``svd_choices.{json,md,csv}`` under ``--out``.
+
+Run from the repository root: ``python benchmarks/svd_choices.py`` (CPU; about two hours on two
+busy cores, most of it in the sequential refits and the sensitivity tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from smoothviz.atomic import atomic_write_text
+from smoothviz.config import TrainConfig
+from smoothviz.data import load_dataset
+from smoothviz.measure import count_params, evaluate
+from smoothviz.provenance import environment_info
+from smoothviz.sweep import compress
+from smoothviz.training import resolve_device, train
+
+TRAININGS = {"baseline": {}, "first_order": {"first_order": 0.02}}
+REDUCTIONS = (0.5, 0.7, 0.85)
+SHORT = (0.7, 0.85)  # the side variants are measured where the choice matters
+# name -> (method, options, calibration images, reductions or None for REDUCTIONS)
+VARIANTS: dict[str, tuple[str, dict[str, Any], int, tuple[float, ...] | None]] = {
+    "svd energy (default)": ("svd", {}, 512, None),
+    "svd output_error": ("svd", {"allocation": "output_error"}, 512, None),
+    "svd sensitivity": ("svd", {"allocation": "sensitivity"}, 512, None),
+    "data-aware output_error sequential (default)": ("svd_data_aware", {}, 512, None),
+    "data-aware energy sequential": ("svd_data_aware", {"allocation": "energy"}, 512, None),
+    "data-aware sensitivity sequential": (
+        "svd_data_aware",
+        {"allocation": "sensitivity"},
+        512,
+        None,
+    ),
+    "data-aware output_error one-shot": ("svd_data_aware", {"sequential": False}, 512, None),
+    "data-aware energy one-shot": (
+        "svd_data_aware",
+        {"allocation": "energy", "sequential": False},
+        512,
+        None,
+    ),
+    "data-aware sensitivity one-shot": (
+        "svd_data_aware",
+        {"allocation": "sensitivity", "sequential": False},
+        512,
+        None,
+    ),
+    "data-aware sequential, no BatchNorm weighting": (
+        "svd_data_aware",
+        {"output_weighting": "none"},
+        512,
+        SHORT,
+    ),
+    "data-aware sequential, damping 1e-3": ("svd_data_aware", {"damping": 1e-3}, 512, SHORT),
+    "data-aware sequential, damping 1e-1": ("svd_data_aware", {"damping": 1e-1}, 512, SHORT),
+    "data-aware sequential, 256 calibration images": ("svd_data_aware", {}, 256, SHORT),
+    "data-aware sequential, 1024 calibration images": ("svd_data_aware", {}, 1024, SHORT),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=list(TRAININGS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--reductions", type=float, nargs="+", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--name", default="svd_choices")
+    return p.parse_args(argv)
+
+
+def markdown(df: pd.DataFrame, env: dict, base: dict[str, float]) -> str:
+    table = df.pivot_table(
+        index=["variant"], columns=["training", "target_reduction"], values="test_acc", sort=False
+    )
+    cols = list(table.columns)
+    lines = [
+        "# SVD choices: resnet18 (width 16, 4 epochs, 20,000 Fashion-MNIST images)",
+        "",
+        f"Device: {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}.",
+        "",
+        "Test accuracy on the full 10,000-image test split straight after compression (no "
+        "fine-tuning, no BatchNorm re-estimation). Uncompressed: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in base.items())
+        + ". `compress_seconds` (in the JSON/CSV) includes the once-per-model factors and "
+        "sensitivity tables in the first call of each cache; timings were taken on a shared CPU.",
+        "",
+        "| variant | " + " | ".join(f"{t} {r:.2f}" for t, r in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    for variant, row in table.iterrows():
+        cells = " | ".join(
+            "" if row[c] != row[c] else f"{row[c]:.4f} ({row[c] - base[c[0]]:+.4f})" for c in cols
+        )
+        lines.append(f"| {variant} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    data = load_dataset("fashion-mnist", device=device)
+    perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(args.seed))
+    configs = {
+        name: TrainConfig(
+            dataset="fashion-mnist",
+            model="resnet18",
+            width=16,
+            epochs=4,
+            train_subset=20000,
+            seed=args.seed,
+            device=args.device,
+            **TRAININGS[name],
+        )
+        for name in args.trainings
+    }
+    rows, base = [], {}
+    for training, cfg in configs.items():
+        model = train(cfg, progress=True).model.eval()
+        base[training] = evaluate(model, data)["accuracy"]
+        total = count_params(model)
+        caches: dict[int, dict] = {}
+        for variant in args.variants:
+            method, options, n_calib, reductions = VARIANTS[variant]
+            calibration = data.x_train[perm[:n_calib]]
+            cache = caches.setdefault(n_calib, {})
+            for target in args.reductions or reductions or REDUCTIONS:
+                t0 = time.perf_counter()
+                small = compress(
+                    model, method, target, calibration=calibration, cache=cache, options=options
+                )
+                seconds = time.perf_counter() - t0
+                acc = evaluate(small, data)["accuracy"]
+                row = {
+                    "training": training,
+                    "variant": variant,
+                    "method": method,
+                    "options": json.dumps(options, sort_keys=True),
+                    "calibration_images": n_calib,
+                    "target_reduction": target,
+                    "param_reduction": 1.0 - count_params(small) / total,
+                    "test_acc": acc,
+                    "test_acc_uncompressed": base[training],
+                    "compress_seconds": seconds,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    df = pd.DataFrame(rows)
+    env = environment_info(device)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
+    payload = {
+        "provenance": env,
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "configs": {name: cfg.to_dict() for name, cfg in configs.items()},
+        "config_hashes": {name: cfg.config_hash() for name, cfg in configs.items()},
+        "rows": json.loads(df.to_json(orient="records")),
+    }
+    atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
+    atomic_write_text(out / f"{args.name}.md", markdown(df, env, base))
+    print((out / f"{args.name}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
