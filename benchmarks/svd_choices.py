@@ -115,6 +115,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
+    env = environment_info(device)  # at the start: the code that produced the numbers
     data = load_dataset("fashion-mnist", device=device)
     perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(args.seed))
     configs = {
@@ -162,7 +163,6 @@ def main(argv=None) -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     df = pd.DataFrame(rows)
-    env = environment_info(device)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
