@@ -59,6 +59,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], int, tuple[float, ...] | None]] =
         512,
         None,
     ),
+    "svd sensitivity, AIMET level rule": ("svd", {"rule": "level"}, 512, None),
+    "data-aware output_error per parameter, one-shot": (
+        "svd_data_aware",
+        {"sequential": False, "per_parameter": True},
+        512,
+        None,
+    ),
     "data-aware sequential, no BatchNorm weighting": (
         "svd_data_aware",
         {"output_weighting": "none"},
@@ -70,6 +77,33 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], int, tuple[float, ...] | None]] =
     "data-aware sequential, 256 calibration images": ("svd_data_aware", {}, 256, SHORT),
     "data-aware sequential, 1024 calibration images": ("svd_data_aware", {}, 1024, SHORT),
 }
+
+
+def _by_scores(model, method, target, calibration, cache, options):
+    """The two allocation rules the library does not offer as options, from its own parts."""
+    from smoothviz.compress import allocate, compress_from_factors, svd_factors
+    from smoothviz.compress.data_aware_svd import (
+        data_aware_svd_factors,
+        rank_sensitivity,
+        sequential_refit,
+    )
+    from smoothviz.compress.sensitivity import unit_scores
+
+    if method == "svd":
+        if "svd" not in cache:
+            cache["svd"] = svd_factors(model)
+        factors = cache["svd"]
+        scores = unit_scores(rank_sensitivity(model, factors, calibration), rule="level")
+    else:
+        key = ("svd_data_aware", ())  # the key sweep.compress uses for default factors
+        if key not in cache:
+            cache[key] = data_aware_svd_factors(model, calibration)
+        factors = cache[key]
+        scores = {n: e / sum(factors[n].shape) for n, e in factors.output_error().items()}
+    ranks = allocate(scores, factors.params_at, factors.total_params, target)
+    if options.get("sequential", False):
+        return sequential_refit(model, factors, calibration, ranks)[0]
+    return compress_from_factors(model, factors, ranks)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -143,9 +177,12 @@ def main(argv=None) -> None:
             cache = caches.setdefault(n_calib, {})
             for target in args.reductions or reductions or REDUCTIONS:
                 t0 = time.perf_counter()
-                small = compress(
-                    model, method, target, calibration=calibration, cache=cache, options=options
-                )
+                if "rule" in options or "per_parameter" in options:
+                    small = _by_scores(model, method, target, calibration, cache, options)
+                else:
+                    small = compress(
+                        model, method, target, calibration=calibration, cache=cache, options=options
+                    )
                 seconds = time.perf_counter() - t0
                 acc = evaluate(small, data)["accuracy"]
                 row = {

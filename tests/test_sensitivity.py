@@ -47,15 +47,31 @@ def test_unit_scores_interpolate_and_are_non_increasing():
     table = pd.DataFrame(
         {"group": ["a", "a", "b"], "size": [2, 4, 1], "max_size": [8, 8, 3], "kl": [0.8, 0.2, 0.5]}
     )
-    s = unit_scores(table)
+    s = unit_scores(table, rule="level")
     # keep 0..7 units of a: below 2 the damage of 2; 2 -> 0.8, 4 -> 0.2, 8 -> 0 linearly.
     np.testing.assert_allclose(s["a"], [0.8, 0.8, 0.8, 0.5, 0.2, 0.15, 0.1, 0.05])
     np.testing.assert_allclose(s["b"], [0.5, 0.5, 0.25])
     noisy = pd.DataFrame(
         {"group": ["c"] * 3, "size": [1, 2, 3], "max_size": [5] * 3, "kl": [0.3, 0.1, 0.2]}
     )
-    c = unit_scores(noisy)["c"]
+    c = unit_scores(noisy, rule="level")["c"]
     assert np.all(np.diff(c) <= 0) and c[2] == pytest.approx(0.2)
+
+
+def test_marginal_scores_are_hull_slopes_per_parameter():
+    table = pd.DataFrame(
+        {"group": ["a", "a", "a"], "size": [1, 2, 3], "max_size": [4] * 3, "kl": [0.9, 0.6, 0.1]}
+    )
+    # Damage by kept units 1..4: 0.9, 0.6, 0.1, 0. The point (2, 0.6) lies above the hull from
+    # (1, 0.9) to (3, 0.1), so units 1 and 2 share the slope 0.4; unit 3 removes 0.1; 10 per unit.
+    s = unit_scores(table, {"a": 10})["a"]
+    np.testing.assert_allclose(s, [0.04, 0.04, 0.04, 0.01])
+    with pytest.raises(TypeError, match=r"costs .* are required for rule='marginal'"):
+        unit_scores(table)
+    with pytest.raises(ValueError, match=r"costs: no parameters-per-unit given for groups \['a'\]"):
+        unit_scores(table, {"b": 1})
+    with pytest.raises(ValueError, match=r"rule must be one of \['marginal', 'level'\]"):
+        unit_scores(table, {"a": 1}, rule="aimet")
 
 
 def test_greedy_rule_gives_each_group_the_smallest_size_under_one_threshold():
@@ -72,8 +88,28 @@ def test_greedy_rule_gives_each_group_the_smallest_size_under_one_threshold():
     def count(kept):  # 10 parameters per unit
         return 10 * sum(kept.values())
 
-    kept = allocate(unit_scores(table), count, 80, 0.25)
+    kept = allocate(unit_scores(table, rule="level"), count, 80, 0.25)
     assert kept == {"a": 2, "b": 4}
+
+
+def test_marginal_rule_cuts_where_a_parameter_costs_least_damage():
+    """b's units hold 100 parameters each, a's one: the marginal rule takes b's cheap unit and
+    leaves a whole; the level rule also spends damage on a, which saves almost nothing."""
+    table = pd.DataFrame(
+        {
+            "group": ["a"] * 3 + ["b"] * 3,
+            "size": [1, 2, 3] * 2,
+            "max_size": [4] * 6,
+            "kl": [0.5, 0.2, 0.05, 0.9, 0.6, 0.3],
+        }
+    )
+
+    def count(kept):
+        return kept["a"] + 100 * kept["b"]
+
+    target = 1 - 304 / 404
+    assert allocate(unit_scores(table, {"a": 1, "b": 100}), count, 404, target) == {"a": 4, "b": 3}
+    assert allocate(unit_scores(table, rule="level"), count, 404, target) == {"a": 2, "b": 3}
 
 
 def test_measure_sensitivity_is_zero_for_an_unchanged_model_and_grows_with_the_cut(cnn, calib):

@@ -519,7 +519,8 @@ def allocate_ranks(
 
     ``"energy"``: ``σ_j² / Σσ²`` per layer; ``"output_error"``: ``σ_j²`` of data-aware factors,
     or :func:`output_error_scores` for weight-only ones; ``"sensitivity"``: measured KL
-    (:func:`rank_sensitivity`).
+    (:func:`rank_sensitivity`) per parameter saved (``unit_scores(..., rule="marginal")``, each
+    rank costing ``m + n`` parameters).
     """
     from smoothviz.compress.sensitivity import unit_scores
 
@@ -531,7 +532,8 @@ def allocate_ranks(
         else:
             scores = output_error_scores(model, factors, calibration)
     elif allocation == "sensitivity":
-        scores = unit_scores(rank_sensitivity(model, factors, calibration, progress=progress))
+        table = rank_sensitivity(model, factors, calibration, progress=progress)
+        scores = unit_scores(table, {n: f.shape[0] + f.shape[1] for n, f in factors.items()})
     else:
         raise ValueError(f"allocation must be one of {list(ALLOCATIONS)}, got {allocation!r}")
     what = f"{factors.method} of the selected layers (allocation={allocation!r})"

@@ -1,28 +1,30 @@
 """Measured sensitivity: how much the network's output moves when one group is cut to one size.
 
-This is the allocation score of AIMET's greedy per-layer compression-ratio selection, in our
-words: for every group (a layer's rank, a producer's channels, ...) and a few candidate sizes, cut
-*only that group* to that size, run a calibration batch, and record the damage. The damage is the
-mean KL divergence ``KL(p_original ‖ p_cut)`` of the class probabilities over the calibration
-images (ours). KL needs no labels (calibration tensors are inputs only, as in every data-aware
-method here), is zero exactly when the output is unchanged and never negative, so it measures
-departure from the uncompressed function, which is what a method without fine-tuning must keep.
-A loss increase would need labels and can be negative by chance on a small batch.
+The measurement of AIMET's greedy per-layer compression-ratio selection, in our words: for every
+group (a layer's rank, a producer's channels, ...) and a few candidate sizes, cut *only that
+group* to that size, run a calibration batch, and record the damage. The damage is the mean KL
+divergence ``KL(p_original ‖ p_cut)`` of the class probabilities over the calibration images
+(ours). KL needs no labels (calibration tensors are inputs only, as in every data-aware method
+here), is zero exactly when the output is unchanged and never negative, so it measures departure
+from the uncompressed function, which is what a method without fine-tuning must keep. A loss
+increase would need labels and can be negative by chance on a small batch.
 
 The table is computed once per (model, method, calibration batch, candidates) and cached by the
 caller (the factor objects keep it in their ``cache`` dict). :func:`unit_scores` turns it into
-the per-unit scores of :func:`smoothviz.compress.budget.allocate`: the score of unit ``j`` of a
-group is the damage measured (linearly interpolated) when the group keeps ``j`` units, so one
-global threshold gives every group the smallest size whose damage stays below it, which is
-AIMET's rule.
+the per-unit scores of :func:`smoothviz.compress.budget.allocate`. Its default rule is ours:
+damage per parameter saved, from the lower convex hull of each group's damage curve. AIMET's rule
+(every group cut to the smallest size whose own damage stays under one level) is
+``rule="level"``; on the resnet18-w16 baseline it lost far more accuracy than the marginal rule,
+because it spends as much damage on small layers that save few parameters as on large ones
+(``benchmarks/results/svd_choices.md``).
 
 Any structured method can use it: describe the groups, give candidate sizes (e.g.
-:func:`candidate_sizes`) and a callback ``build(group, size) -> model`` that returns a copy of the
-model with only that group cut::
+:func:`candidate_sizes`), the parameters one unit of each group costs, and a callback
+``build(group, size) -> model`` that returns a copy of the model with only that group cut::
 
     table = measure_sensitivity(model, calibration, {"conv2": [4, 8, 12]}, {"conv2": 16},
                                 lambda g, k: prune_to(model, {g: k}))
-    scores = unit_scores(table)
+    scores = unit_scores(table, {"conv2": params_per_channel})
     kept = allocate(scores, count_params, total, target)
 """
 
@@ -150,22 +152,84 @@ def measure_sensitivity(
     return table
 
 
-def unit_scores(table: pd.DataFrame, metric: str = "kl") -> dict[str, np.ndarray]:
+RULES = ("marginal", "level")
+
+
+def _damage_curve(table: pd.DataFrame, group: str, k: int, metric: str):
+    rows = table[table.group == group].sort_values("size")
+    sizes = np.append(rows["size"].to_numpy(dtype=np.float64), k)
+    damage = np.append(np.clip(rows[metric].to_numpy(dtype=np.float64), 0, None), 0.0)
+    return sizes, damage
+
+
+def _lower_hull(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    hull: list[tuple[float, float]] = []
+    for p in zip(x, y):
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (y2 - y1) * (p[0] - x1) >= (p[1] - y1) * (x2 - x1):  # hull[-1] lies above
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return np.array([h[0] for h in hull]), np.array([h[1] for h in hull])
+
+
+def unit_scores(
+    table: pd.DataFrame,
+    costs: Mapping[str, float] | None = None,
+    *,
+    rule: str = "marginal",
+    metric: str = "kl",
+) -> dict[str, np.ndarray]:
     """Per-unit scores for :func:`~smoothviz.compress.budget.allocate` from a sensitivity table.
 
-    For a group of ``K`` units, ``score[j]`` is the damage when the group keeps ``j`` units
-    (linear interpolation between the measured sizes, ``0`` at ``K``; below the smallest measured
-    size the damage of that size). A running maximum makes the scores non-increasing in ``j``, as
-    the allocator requires (a smaller cut never counts as more harmful than a larger one).
+    Parameters
+    ----------
+    table
+        From :func:`measure_sensitivity`.
+    costs
+        ``{group: parameters removed with one unit}`` (for SVD ``m + n`` per rank); needed by
+        ``rule="marginal"``.
+    rule
+        ``"marginal"`` (default): ``score[j]`` is the damage added per parameter saved when the
+        group goes from ``j + 1`` to ``j`` units, read off the lower convex hull of the measured
+        damage-vs-size curve (``0`` at the full size). One global threshold then stops every
+        group where one more parameter saved costs the same damage everywhere, which minimises
+        the summed damage for the budget (the Lagrangian rule of rate-distortion allocation).
+        ``"level"``: ``score[j]`` is the damage when the group keeps ``j`` units (linear
+        interpolation), so one threshold gives every group the smallest size whose own damage
+        stays below it: AIMET's greedy rule, which ignores how many parameters each cut saves.
+    metric
+        The table's damage column.
+
+    Returns
+    -------
+    dict
+        ``{group: scores}``, non-increasing in ``j`` as the allocator requires (a running maximum
+        from the end; below the smallest measured size a unit scores at least as much as the
+        first measured one).
     """
+    if not isinstance(rule, str) or rule not in RULES:
+        raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
     groups = table.attrs.get("groups") or dict(
         table.groupby("group", sort=False)["max_size"].first()
     )
+    if rule == "marginal":
+        if not isinstance(costs, Mapping):
+            raise TypeError("costs ({group: parameters per unit}) are required for rule='marginal'")
+        missing = [g for g in groups if g not in costs]
+        if missing:
+            raise ValueError(f"costs: no parameters-per-unit given for groups {missing}")
     out = {}
     for g, k in groups.items():
-        rows = table[table.group == g].sort_values("size")
-        sizes = np.append(rows["size"].to_numpy(dtype=np.float64), k)
-        damage = np.append(np.clip(rows[metric].to_numpy(dtype=np.float64), 0, None), 0.0)
-        s = np.interp(np.arange(k, dtype=np.float64), sizes, damage)
+        sizes, damage = _damage_curve(table, g, int(k), metric)
+        units = np.arange(k, dtype=np.float64)
+        if rule == "level":
+            s = np.interp(units, sizes, damage)
+        else:
+            hx, hy = _lower_hull(sizes, damage)
+            kept = np.interp(np.append(units, k), hx, hy)  # damage when j units are kept
+            s = (kept[:-1] - kept[1:]) / max(float(costs[g]), 1e-300)
         out[g] = np.maximum.accumulate(s[::-1])[::-1]
     return out
