@@ -1,9 +1,10 @@
 """Data-aware truncated SVD: truncate each layer where its *output* on real inputs changes least.
 
 Weight-only SVD minimises ``||W - W_r||_F`` and so treats every input direction alike. What the
-network sees is the layer's output on its actual inputs. With ``X`` the layer's inputs on a
-calibration set (for a ``Conv2d`` its patches, ``F.unfold`` with the layer's stride, padding and
-dilation), the best rank-``r`` weight in ``||(W - W_r) X||_F`` is found by whitening:
+network sees is the layer's output on its actual inputs. With ``X`` the layer's inputs on ``N``
+calibration images (for a ``Conv2d`` its patches, the columns of ``F.unfold`` with the layer's
+stride, padding, dilation and padding mode), the best rank-``r`` weight in ``||(W - W_r) X||_F``
+is found by whitening:
 
     C = X Xᵀ / N + δ·(tr C / n)·I = L Lᵀ       (Cholesky; eigen-whitening if that fails)
     D W L = U Σ Vᵀ,   W_r = D⁻¹ U_r Σ_r V_rᵀ L⁻¹
@@ -119,14 +120,12 @@ class InputStats:
     """Accumulated second moment of one layer's input rows, in float64 on the CPU."""
 
     gram: torch.Tensor  # Σ x xᵀ over rows
-    total: torch.Tensor  # Σ x over rows
-    rows: int = 0
     images: int = 0
     finite: bool = True
 
     @classmethod
     def empty(cls, n: int) -> InputStats:
-        return cls(torch.zeros(n, n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
+        return cls(torch.zeros(n, n, dtype=torch.float64))
 
     def add(self, rows: torch.Tensor, images: int) -> None:
         # float32 products per batch (half the time of float64 on a CPU; the relative round-off,
@@ -136,8 +135,6 @@ class InputStats:
             self.finite = False
             return
         self.gram += (r.T @ r).to("cpu", torch.float64)
-        self.total += r.sum(0, dtype=torch.float64).cpu()
-        self.rows += r.shape[0]
         self.images += images
 
     def covariance(self) -> torch.Tensor:
