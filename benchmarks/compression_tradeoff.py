@@ -18,9 +18,13 @@ re-estimation (its own column), parameters, FLOPs and latency. Writes, under ``-
   configs, their hashes and the checks of issue 10's targets;
 - ``<name>.md``: the checks and the one table; ``<name>.png``: accuracy vs. achieved reduction.
 
-Run from the repository root: ``python benchmarks/compression_tradeoff.py`` (CPU; about an hour
-and a half on two busy cores with the checkpoints cached, most of it evaluating the ResNet on
-10,000 images). Accuracies are deterministic; latency on a loaded machine is not.
+Run from the repository root: ``PYTHONPATH=. python benchmarks/compression_tradeoff.py`` (CPU;
+with the checkpoints cached, about 8 minutes per resnet18 training and method on one busy core,
+most of it evaluating on 10,000 images). Accuracies are deterministic; latency on a loaded machine
+is not. Each finished (setup, training) is appended to ``<name>.partial.jsonl``, so a stopped run
+started again with the same code and options resumes there. A partial re-run, e.g.
+``--setups resnet18 --methods prune_channels interpolative --merge``, replaces those rows of the
+stored table and keeps the others (each row's ``git_sha`` says which code made it).
 """
 
 from __future__ import annotations
@@ -93,6 +97,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--latency-repeats", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default="compression_tradeoff")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of an earlier <name>.json that this run does not redo (same setup, "
+        "training and method are replaced), so a partial re-run updates the one table",
+    )
     return p.parse_args(argv)
 
 
@@ -157,7 +167,7 @@ def markdown(df: pd.DataFrame, env: dict, args, checks, seconds: float) -> str:
                 if SETUPS[s]["train_subset"]
                 else ""
             )
-            for s in args.setups
+            for s in dict.fromkeys(df.setup)
         )
         + ". Test accuracy straight after compression (`acc`, no gradient step) and after "
         "BatchNorm re-estimation on 2,048 training images (`acc BN`, its own column); `Δ` is the "
@@ -167,6 +177,12 @@ def markdown(df: pd.DataFrame, env: dict, args, checks, seconds: float) -> str:
         "other jobs (noisy: compare latencies only within one run, and treat them as rough).",
         "",
     ]
+    if df.git_sha.nunique(dropna=False) > 1:
+        lines += [
+            "Merged from runs of different code: the `git_sha` column of the CSV/JSON says which "
+            "made each row.",
+            "",
+        ]
     if checks:
         lines += [
             "## Issue 10 targets (resnet18, no BN re-estimation, no fine-tuning)",
@@ -256,11 +272,26 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(grid.figure)
 
 
+def _chunk_key(setup: str, training: str, args, sha: str) -> str:
+    """What must match for a stored (setup, training) chunk to be reused on resume."""
+    keep = ("methods", "reductions", "width", "epochs", "seed", "calibration_size")
+    return json.dumps([setup, training, sha, {k: getattr(args, k) for k in keep}])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     env = environment_info(device)  # at the start: the code that produced the numbers
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    # One line per finished (setup, training): a stopped run resumes there (same code and options).
+    partial = out / f"{args.name}.partial.jsonl"
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            chunk = json.loads(line)
+            done[chunk["key"]] = chunk["rows"]
     tables, configs = [], {}
     t0 = time.perf_counter()
     for setup in args.setups:
@@ -268,27 +299,51 @@ def main(argv=None) -> None:
         if not cfgs:
             continue
         data = load_dataset(SETUPS[setup]["dataset"], device=device)
-        models = {name: train(cfg, progress=True).model.eval() for name, cfg in cfgs.items()}
-        df = sweep(
-            models,
-            args.methods,
-            args.reductions,
-            data,
-            calibration_size=args.calibration_size,
-            latency_repeats=args.latency_repeats,
-            seed=args.seed,
-        )
-        tables.append(df.assign(setup=setup, model=SETUPS[setup]["model"]))
         configs.update({f"{setup}/{n}": c for n, c in cfgs.items()})
+        for name, cfg in cfgs.items():
+            key = _chunk_key(setup, name, args, env["git_sha"])
+            if key in done:
+                tables.append(pd.DataFrame(done[key]))
+                continue
+            model = train(cfg, progress=True).model.eval()
+            df = sweep(
+                {name: model},
+                args.methods,
+                args.reductions,
+                data,
+                calibration_size=args.calibration_size,
+                latency_repeats=args.latency_repeats,
+                seed=args.seed,
+            ).assign(setup=setup, model=SETUPS[setup]["model"], git_sha=env["git_sha"])
+            tables.append(df)
+            with partial.open("a") as f:
+                rows = json.loads(df.to_json(orient="records"))
+                f.write(json.dumps({"key": key, "rows": rows}) + "\n")
     seconds = time.perf_counter() - t0
     df = pd.concat(tables, ignore_index=True)
+    earlier: dict[str, Any] = {}
+    if args.merge and (out / f"{args.name}.json").exists():
+        earlier = json.loads((out / f"{args.name}.json").read_text())
+        old = pd.DataFrame(earlier["rows"])
+        redone = set(zip(df.setup, df.training, df.method))
+        old = old[[k not in redone for k in zip(old.setup, old.training, old.method)]]
+        df = pd.concat([old, df], ignore_index=True)
+        configs = {
+            **{k: TrainConfig.from_dict(v) for k, v in earlier["configs"].items()},
+            **configs,
+        }
+    order = {m: i for i, m in enumerate(METHODS)}
+    df = df.sort_values(
+        ["setup", "training", "method", "target_reduction"],
+        key=lambda c: c.map(order) if c.name == "method" else c,
+        kind="stable",
+    ).reset_index(drop=True)
     df = df[["setup", "model", *[c for c in df.columns if c not in ("setup", "model")]]]
     checks = check_targets(df)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
     payload = {
         "provenance": env,
+        "merged_with": earlier.get("provenance"),  # rows say which code made them (git_sha)
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "configs": {name: cfg.to_dict() for name, cfg in configs.items()},
         "config_hashes": {name: cfg.config_hash() for name, cfg in configs.items()},
@@ -299,6 +354,7 @@ def main(argv=None) -> None:
     atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
     atomic_write_text(out / f"{args.name}.md", markdown(df, env, args, checks, seconds))
     plot(df, out / f"{args.name}.png")
+    partial.unlink(missing_ok=True)  # the complete result is written
     print((out / f"{args.name}.md").read_text())
 
 

@@ -7,8 +7,9 @@ full Fashion-MNIST images; loaded from the checkpoint cache, trained when missin
 and each target reduction: compress, then test accuracy on the full 10,000-image test split, no
 fine-tuning, no BatchNorm re-estimation. Writes ``svd_choices.{json,md,csv}`` under ``--out``.
 
-Run from the repository root: ``python benchmarks/svd_choices.py`` (CPU; about two hours on two
-busy cores, most of it in the sequential refits and the sensitivity tables).
+Run from the repository root: ``PYTHONPATH=. python benchmarks/svd_choices.py`` (CPU; about an
+hour on one busy core, most of it evaluating on 10,000 images). Each finished row is appended to
+``<name>.partial.jsonl``; a stopped run started again with the same code resumes from there.
 """
 
 from __future__ import annotations
@@ -31,78 +32,52 @@ from smoothviz.sweep import compress
 from smoothviz.training import resolve_device, train
 
 TRAININGS = {"baseline": {}, "first_order": {"first_order": 0.02}}
-REDUCTIONS = (0.5, 0.7, 0.85)
-SHORT = (0.7, 0.85)  # the side variants are measured where the choice matters
-# name -> (method, options, calibration images, reductions or None for REDUCTIONS)
-VARIANTS: dict[str, tuple[str, dict[str, Any], int, tuple[float, ...] | None]] = {
-    "svd energy (default)": ("svd", {}, 512, None),
-    "svd output_error": ("svd", {"allocation": "output_error"}, 512, None),
-    "svd sensitivity": ("svd", {"allocation": "sensitivity"}, 512, None),
-    "data-aware output_error sequential (default)": ("svd_data_aware", {}, 512, None),
-    "data-aware energy sequential": ("svd_data_aware", {"allocation": "energy"}, 512, None),
+REDUCTIONS = (
+    0.7,
+    0.85,
+)  # where the choices matter (the defaults at every target: compression_tradeoff)
+# name -> (method, options, calibration images, reductions or None for REDUCTIONS, trainings or
+# None for every training). The side variants are measured where a choice bites hardest.
+Variant = tuple[str, dict[str, Any], int, tuple[float, ...] | None, tuple[str, ...] | None]
+SIDE = ((0.85,), ("baseline",))
+VARIANTS: dict[str, Variant] = {
+    "svd energy (default)": ("svd", {}, 512, None, None),
+    "svd output_error": ("svd", {"allocation": "output_error"}, 512, None, None),
+    "svd sensitivity": ("svd", {"allocation": "sensitivity"}, 512, None, None),
+    "data-aware output_error sequential (default)": ("svd_data_aware", {}, 512, None, None),
+    "data-aware output_error one-shot": ("svd_data_aware", {"sequential": False}, 512, None, None),
+    "data-aware energy sequential": ("svd_data_aware", {"allocation": "energy"}, 512, None, None),
     "data-aware sensitivity sequential": (
         "svd_data_aware",
         {"allocation": "sensitivity"},
         512,
         None,
-    ),
-    "data-aware output_error one-shot": ("svd_data_aware", {"sequential": False}, 512, None),
-    "data-aware energy one-shot": (
-        "svd_data_aware",
-        {"allocation": "energy", "sequential": False},
-        512,
-        None,
-    ),
-    "data-aware sensitivity one-shot": (
-        "svd_data_aware",
-        {"allocation": "sensitivity", "sequential": False},
-        512,
-        None,
-    ),
-    "svd sensitivity, AIMET level rule": ("svd", {"rule": "level"}, 512, None),
-    "data-aware output_error per parameter, one-shot": (
-        "svd_data_aware",
-        {"sequential": False, "per_parameter": True},
-        512,
         None,
     ),
     "data-aware sequential, no BatchNorm weighting": (
         "svd_data_aware",
         {"output_weighting": "none"},
         512,
-        SHORT,
+        *SIDE,
     ),
-    "data-aware sequential, damping 1e-3": ("svd_data_aware", {"damping": 1e-3}, 512, SHORT),
-    "data-aware sequential, damping 1e-1": ("svd_data_aware", {"damping": 1e-1}, 512, SHORT),
-    "data-aware sequential, 256 calibration images": ("svd_data_aware", {}, 256, SHORT),
-    "data-aware sequential, 1024 calibration images": ("svd_data_aware", {}, 1024, SHORT),
+    "data-aware sequential, damping 1e-3": ("svd_data_aware", {"damping": 1e-3}, 512, *SIDE),
+    "data-aware sequential, damping 1e-1": ("svd_data_aware", {"damping": 1e-1}, 512, *SIDE),
+    "data-aware sequential, 256 calibration images": ("svd_data_aware", {}, 256, *SIDE),
+    "svd sensitivity, AIMET level rule": ("svd", {"rule": "level"}, 512, (0.7,), ("baseline",)),
 }
 
 
-def _by_scores(model, method, target, calibration, cache, options):
-    """The two allocation rules the library does not offer as options, from its own parts."""
+def _level_rule(model, target, calibration, cache):
+    """Weight-only SVD allocated by AIMET's equal-damage rule (not offered as an option)."""
     from smoothviz.compress import allocate, compress_from_factors, svd_factors
-    from smoothviz.compress.data_aware_svd import (
-        data_aware_svd_factors,
-        rank_sensitivity,
-        sequential_refit,
-    )
+    from smoothviz.compress.data_aware_svd import rank_sensitivity
     from smoothviz.compress.sensitivity import unit_scores
 
-    if method == "svd":
-        if "svd" not in cache:
-            cache["svd"] = svd_factors(model)
-        factors = cache["svd"]
-        scores = unit_scores(rank_sensitivity(model, factors, calibration), rule="level")
-    else:
-        key = ("svd_data_aware", ())  # the key sweep.compress uses for default factors
-        if key not in cache:
-            cache[key] = data_aware_svd_factors(model, calibration)
-        factors = cache[key]
-        scores = {n: e / sum(factors[n].shape) for n, e in factors.output_error().items()}
+    if "svd" not in cache:  # the key sweep.compress uses for weight-only factors
+        cache["svd"] = svd_factors(model)
+    factors = cache["svd"]
+    scores = unit_scores(rank_sensitivity(model, factors, calibration), rule="level")
     ranks = allocate(scores, factors.params_at, factors.total_params, target)
-    if options.get("sequential", False):
-        return sequential_refit(model, factors, calibration, ranks)[0]
     return compress_from_factors(model, factors, ranks)
 
 
@@ -165,20 +140,38 @@ def main(argv=None) -> None:
         )
         for name in args.trainings
     }
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    # One line per finished row, so a stopped run resumes where it was (only rows of this code).
+    partial = out / f"{args.name}.partial.jsonl"
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("git_sha") == env["git_sha"]:
+                done[(row["training"], row["variant"], row["target_reduction"])] = row
     rows, base = [], {}
     for training, cfg in configs.items():
         model = train(cfg, progress=True).model.eval()
-        base[training] = evaluate(model, data)["accuracy"]
+        earlier = [r for k, r in done.items() if k[0] == training]
+        base[training] = (
+            earlier[0]["test_acc_uncompressed"] if earlier else evaluate(model, data)["accuracy"]
+        )
         total = count_params(model)
         caches: dict[int, dict] = {}
         for variant in args.variants:
-            method, options, n_calib, reductions = VARIANTS[variant]
+            method, options, n_calib, reductions, trainings = VARIANTS[variant]
+            if trainings is not None and training not in trainings:
+                continue
             calibration = data.x_train[perm[:n_calib]]
             cache = caches.setdefault(n_calib, {})
             for target in args.reductions or reductions or REDUCTIONS:
+                if (training, variant, target) in done:
+                    rows.append(done[(training, variant, target)])
+                    continue
                 t0 = time.perf_counter()
-                if "rule" in options or "per_parameter" in options:
-                    small = _by_scores(model, method, target, calibration, cache, options)
+                if "rule" in options:
+                    small = _level_rule(model, target, calibration, cache)
                 else:
                     small = compress(
                         model, method, target, calibration=calibration, cache=cache, options=options
@@ -196,12 +189,13 @@ def main(argv=None) -> None:
                     "test_acc": acc,
                     "test_acc_uncompressed": base[training],
                     "compress_seconds": seconds,
+                    "git_sha": env["git_sha"],
                 }
                 rows.append(row)
+                with partial.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
     df = pd.DataFrame(rows)
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
     payload = {
         "provenance": env,
@@ -212,6 +206,7 @@ def main(argv=None) -> None:
     }
     atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
     atomic_write_text(out / f"{args.name}.md", markdown(df, env, base))
+    partial.unlink(missing_ok=True)  # the complete result is written
     print((out / f"{args.name}.md").read_text())
 
 
