@@ -83,7 +83,7 @@ def compress(
     if method == "prune_magnitude":
         return prune_magnitude(model, param_reduction=param_reduction, layers=layers)
     if method == "prune_channels":
-        return prune_channels(model, param_reduction=param_reduction, layers=layers)
+        return prune_channels(model, calibration, param_reduction=param_reduction, layers=layers)
     if "interpolative" not in cache:
         if calibration is None:
             raise TypeError("calibration is required for method='interpolative'")
@@ -123,7 +123,8 @@ def sweep(
     bn_reestimate
         Also report accuracy after BatchNorm re-estimation on training images (own columns).
     calibration_size
-        Training images used by the interpolative decomposition (at most all of them).
+        Training images used by the data-aware methods (interpolative decomposition, channel
+        importance and bias compensation of ``prune_channels``).
     bn_images
         Training images used for BN re-estimation.
     layers

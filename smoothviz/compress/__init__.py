@@ -4,17 +4,18 @@ Every function returns a new model and leaves its input untouched. Module map:
 
 - ``svd.py``: :func:`svd_compress`, :func:`svd_factors` (SVDs computed once),
   :func:`compress_from_factors` (cheap re-ranking from the cache).
-- ``prune.py``: :func:`prune_magnitude` (unstructured), :func:`prune_channels` (structured L1),
+- ``prune.py``: :func:`prune_magnitude` (unstructured), :func:`prune_channels` (structured),
   :func:`drop_channels` (keep given channels, no correction).
 - ``interpolative.py``: :func:`interpolative_compress`, :func:`interpolative_factors`.
-- ``chains.py``: which producer -> consumer channel chains can be cut (residual-aware).
+- ``chains.py``: which channel groups can be cut (chains and whole residual streams).
+- ``activations.py``: what each group's readers see on calibration data (means, Gram matrices).
 - ``calibration.py``: validation of the calibration inputs every data-aware method takes.
 - ``budget.py``: the one allocator from a whole-network target to per-layer sizes.
 - ``serialize.py``: :func:`save_compressed` / :func:`load_compressed`.
 """
 
 from smoothviz.compress.budget import BudgetError, allocate
-from smoothviz.compress.chains import Chain, find_chains
+from smoothviz.compress.chains import ChannelGroup, find_groups
 from smoothviz.compress.interpolative import (
     IDFactors,
     interpolative_compress,
@@ -36,7 +37,7 @@ METHODS = ("svd", "prune_magnitude", "prune_channels", "interpolative")
 __all__ = [
     "METHODS",
     "BudgetError",
-    "Chain",
+    "ChannelGroup",
     "Factorized",
     "IDFactors",
     "SVDFactors",
@@ -44,7 +45,7 @@ __all__ = [
     "compress_from_factors",
     "drop_channels",
     "factorize_layer",
-    "find_chains",
+    "find_groups",
     "interpolative_compress",
     "interpolative_factors",
     "load_compressed",
