@@ -27,7 +27,7 @@ def _keep_all(model, factors, variant="one_shot"):
     )
 
 
-@pytest.mark.parametrize("variant", ["one_shot", "sequential"])
+@pytest.mark.parametrize("variant", ["one_shot", "sequential", "corrected"])
 @pytest.mark.parametrize("compensate", [True, False])
 @pytest.mark.parametrize("name", ["cnn", "resnet18", "mlp"])
 def test_keeping_every_channel_reproduces_project_models(name, variant, compensate):
@@ -141,3 +141,17 @@ def test_id_beats_plain_channel_dropping_on_trained_model(trained_cnn, mini_data
         acc_drop = evaluate(dropped, mini_data)["accuracy"]
         assert acc_id > acc_drop + 0.02, (target, acc_id, acc_drop)
     assert len(find_groups(trained_cnn).groups) == 5  # the stem is a producer too
+
+
+@pytest.mark.slow
+def test_corrected_sequential_id_beats_one_shot_on_trained_model(trained_cnn, mini_data):
+    calib = mini_data.x_train[:256]
+    factors = interpolative_factors(trained_cnn, calib)
+    acc = {
+        v: evaluate(
+            interpolative_compress(trained_cnn, param_reduction=0.7, factors=factors, variant=v),
+            mini_data,
+        )["accuracy"]
+        for v in ("one_shot", "corrected")
+    }
+    assert acc["corrected"] > acc["one_shot"], acc
