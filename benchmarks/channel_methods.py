@@ -4,8 +4,9 @@ For the cached ResNet-18 (width 16, 4 epochs, 20,000 full Fashion-MNIST training
 as baseline and with ``first_order=0.02``, evaluated on the full 10,000-image test set, and for the
 small CNN (width 16, 4 epochs, embedded data), compress at 30/50/70/85 % fewer parameters with
 
-- ``prune_channels``: each importance (fisher, activation, bn_scale, l1) x bias compensation
-  on/off x residual groups on/off;
+- ``prune_channels``: the default (Fisher importance, bias compensation, residual groups), each
+  of the three changed alone (every importance, compensation off, residual groups off), the
+  data-free default (BN scale without compensation) and the old behaviour (raw L1, neither);
 - ``interpolative_compress``: each variant (corrected, sequential, one_shot) with the defaults
   (compensation and residual groups on) and as in the paper (both off), plus one-shot with each
   of the two switched off alone,
@@ -52,39 +53,43 @@ MODELS = {
 
 
 def settings() -> list[dict]:
-    """Every compression setting, the defaults of each method first."""
-    out = []
-    for importance in ("fisher", "activation", "bn_scale", "l1"):
-        for compensate in (True, False):
-            for residual in (True, False):
-                out.append(
-                    {
-                        "method": "prune_channels",
-                        "importance": importance,
-                        "compensate": compensate,
-                        "residual": residual,
-                    }
-                )
-    for variant in ("corrected", "sequential", "one_shot"):
-        for compensate, residual in ((True, True), (False, False)):
-            out.append(
-                {
-                    "method": "interpolative",
-                    "variant": variant,
-                    "compensate": compensate,
-                    "residual": residual,
-                }
-            )
-    for compensate, residual in ((False, True), (True, False)):
-        out.append(
-            {
-                "method": "interpolative",
-                "variant": "one_shot",
-                "compensate": compensate,
-                "residual": residual,
-            }
-        )
-    return out
+    """The compression settings: each method's default, then one change at a time, then the old
+    behaviour (raw L1, no compensation, no residual groups; the paper's linear ID)."""
+
+    def prune(importance, compensate, residual):
+        return {
+            "method": "prune_channels",
+            "importance": importance,
+            "compensate": compensate,
+            "residual": residual,
+        }
+
+    def idc(variant, compensate, residual):
+        return {
+            "method": "interpolative",
+            "variant": variant,
+            "compensate": compensate,
+            "residual": residual,
+        }
+
+    return [
+        prune("fisher", True, True),  # default with calibration
+        prune("fisher", True, False),
+        prune("fisher", False, True),
+        prune("activation", True, True),
+        prune("bn_scale", True, True),
+        prune("bn_scale", False, True),  # default without calibration
+        prune("l1", True, True),
+        prune("l1", False, False),  # the old prune_channels (plus the stem as a producer)
+        idc("corrected", True, True),  # default
+        idc("sequential", True, True),
+        idc("one_shot", True, True),
+        idc("one_shot", False, True),
+        idc("one_shot", True, False),
+        idc("corrected", False, False),
+        idc("sequential", False, False),  # Algorithm 1 of Chee et al.
+        idc("one_shot", False, False),  # the old interpolative_compress
+    ]
 
 
 def label(s: dict) -> str:
