@@ -247,3 +247,19 @@ def test_fisher_importance_estimates_the_kl_each_removal_causes():
     estimate = torch.from_numpy(fisher)
     assert torch.all((estimate / measured - 1).abs() < 0.15), (estimate, measured)
     assert prune_channels(model, calib, amount=0.5).compression_info["importance"] == "fisher"
+
+
+def test_pruned_and_compensated_models_survive_save_and_load(tmp_path):
+    from smoothviz.compress import load_compressed, save_compressed
+
+    torch.manual_seed(0)
+    resnet = _settle_batchnorm(build_model("resnet18", 1, 10, width=8), torch.randn(8, 1, 28, 28))
+    biasless = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.ReLU(),
+                             nn.Linear(10, 6, bias=False), nn.ReLU(), nn.Linear(6, 2))  # fmt: skip
+    x = torch.randn(3, 1, 28, 28)
+    for name, model in (("resnet", resnet), ("biasless", biasless)):
+        small = prune_channels(model, torch.randn(16, 1, 28, 28), param_reduction=0.5)
+        path = save_compressed(small, tmp_path / f"{name}.pt")
+        back = load_compressed(path, base=model)
+        torch.testing.assert_close(back(x), small(x))
+        assert count_params(back) == count_params(small)

@@ -9,6 +9,8 @@ Every function returns a new model and leaves its input untouched. Module map:
 - ``interpolative.py``: :func:`interpolative_compress`, :func:`interpolative_factors`.
 - ``chains.py``: which channel groups can be cut (chains and whole residual streams).
 - ``activations.py``: what each group's readers see on calibration data (means, Gram matrices).
+- ``importance.py``: channel importance for structured pruning (fisher, activation, bn_scale, l1).
+- ``surgery.py``: cutting a channel group out of a model, with corrections folded into readers.
 - ``calibration.py``: validation of the calibration inputs every data-aware method takes.
 - ``budget.py``: the one allocator from a whole-network target to per-layer sizes.
 - ``serialize.py``: :func:`save_compressed` / :func:`load_compressed`.
