@@ -107,6 +107,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default="channel_methods")
     p.add_argument("--partial", type=Path, default=Path("/tmp/channel_methods.partial.jsonl"))
+    p.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="keep the partial file after writing the results (to merge it into another run)",
+    )
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        nargs="+",
+        metavar="PARTIAL",
+        help="compute nothing: write the results from the rows in these partial (.jsonl) or "
+        "results (.json) files; settings not measured stay empty",
+    )
     return p.parse_args(argv)
 
 
@@ -144,6 +157,12 @@ def markdown(rows: list[dict], env: dict, args, uncompressed: dict) -> str:
         "residual groups. Produced by `python benchmarks/channel_methods.py`.",
         "",
     ]
+    if args.report_only:
+        lines[-1:-1] = [
+            "Assembled with `--report-only` from rows measured in separate runs of the same "
+            "script; an empty cell was not measured.",
+            "",
+        ]
     targets = sorted({r["target_reduction"] for r in rows})
     for model in uncompressed:
         base = uncompressed[model]
@@ -172,8 +191,51 @@ def markdown(rows: list[dict], env: dict, args, uncompressed: dict) -> str:
     return "\n".join(lines)
 
 
+def write_results(rows: list[dict], uncompressed: dict, args) -> None:
+    """JSON (rows + provenance) and the Markdown tables under ``args.out``."""
+    env = environment_info("cpu")
+    payload = {
+        "provenance": env,
+        "arguments": {
+            k: [str(x) for x in v] if isinstance(v, list) else str(v) if isinstance(v, Path) else v
+            for k, v in vars(args).items()
+        },
+        "configs": {name: MODELS[name].to_dict() for name in uncompressed},
+        "uncompressed_test_acc": uncompressed,
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / f"{args.name}.json", json.dumps(payload, indent=1))
+    atomic_write_text(args.out / f"{args.name}.md", markdown(rows, env, args, uncompressed))
+    print((args.out / f"{args.name}.md").read_text())
+
+
+def report_only(args) -> None:
+    """Results from the rows already measured (in plan order; cells not measured stay empty)."""
+    found = {}
+    for path in args.report_only:
+        if path.suffix == ".json":  # a finished run's results
+            measured = json.loads(path.read_text())["rows"]
+        else:
+            measured = [json.loads(line) for line in path.read_text().splitlines()]
+        for r in measured:
+            found[(r["model"], r["setting"], r["target_reduction"])] = r
+    rows, uncompressed = [], {}
+    for m in args.models:
+        for s in settings():
+            for t in args.reductions:
+                r = found.get((m, label(s), t))
+                if r is not None:
+                    rows.append(r)
+                    uncompressed[m] = r["test_acc_uncompressed"]
+    write_results(rows, uncompressed, args)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.report_only:
+        report_only(args)
+        return
     done = {}
     if args.partial.is_file():
         for line in args.partial.read_text().splitlines():
@@ -223,19 +285,9 @@ def main(argv=None) -> None:
                     f.write(json.dumps(row) + "\n")
                 bar.update()
     bar.close()
-    env = environment_info("cpu")
-    payload = {
-        "provenance": env,
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "configs": {name: MODELS[name].to_dict() for name in args.models},
-        "uncompressed_test_acc": uncompressed,
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"{args.name}.json", json.dumps(payload, indent=1))
-    atomic_write_text(args.out / f"{args.name}.md", markdown(rows, env, args, uncompressed))
-    args.partial.unlink(missing_ok=True)
-    print((args.out / f"{args.name}.md").read_text())
+    write_results(rows, uncompressed, args)
+    if not args.keep_partial:
+        args.partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
