@@ -102,6 +102,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--reductions", type=float, nargs="+", default=list(REDUCTIONS))
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        choices=[label(s) for s in settings()],
+        metavar="LABEL",
+        help="measure only these settings (labels as in the table, e.g. "
+        "'prune_channels fisher comp=on res=on'); default: every setting",
+    )
     p.add_argument("--calibration-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -241,7 +250,8 @@ def main(argv=None) -> None:
         for line in args.partial.read_text().splitlines():
             r = json.loads(line)
             done[(r["model"], r["setting"], r["target_reduction"])] = r
-    plan = [(m, s, t) for m in args.models for s in settings() for t in args.reductions]
+    chosen = [s for s in settings() if args.settings is None or label(s) in args.settings]
+    plan = [(m, s, t) for m in args.models for s in chosen for t in args.reductions]
     bar = tqdm(total=len(plan), desc="channel methods")
     rows, uncompressed = [], {}
     for model_name in args.models:
@@ -253,7 +263,7 @@ def main(argv=None) -> None:
         calibration = data.x_train[perm[: args.calibration_size]]
         uncompressed[model_name] = evaluate(model, data)["accuracy"]
         cache: dict = {}
-        for s in settings():
+        for s in chosen:
             for target in args.reductions:
                 key = (model_name, label(s), target)
                 bar.set_postfix_str(f"{model_name} | {label(s)} | {target}")
