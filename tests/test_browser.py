@@ -106,6 +106,24 @@ def _wait_for_idle_kernel(page, timeout: float = 90) -> None:
     raise AssertionError(f"the kernel did not become idle within {timeout} s")
 
 
+def _run_all_cells(page, attempts: int = 3) -> None:
+    """Run All Cells from the menu until the first code cell shows it ran ([*] or [n]): on a loaded
+    machine the kernel can report idle before its session takes requests, and the command is lost."""
+    started = page.locator(".jp-CodeCell .jp-InputPrompt").filter(
+        has_text=re.compile(r"\[(\*|\d+)\]")
+    )
+    for _ in range(attempts):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if started.count():
+                return
+            page.wait_for_timeout(250)
+        _wait_for_idle_kernel(page)
+    raise AssertionError(f"Run All Cells did not start the notebook in {attempts} attempts")
+
+
 @pytest.fixture()
 def lab(tmp_path, tmp_path_factory):
     """A JupyterLab server on loopback serving a parameterised copy of the explore notebook."""
@@ -212,8 +230,7 @@ def test_sliders_moved_with_the_keyboard_change_the_readouts_and_figure(lab):
             page.goto(lab)
             page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
             _wait_for_idle_kernel(page)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+            _run_all_cells(page)
             explorer = page.locator(".smoothviz-rank-explorer").first
             accuracy = explorer.locator(".smoothviz-accuracy")
             params = explorer.locator(".smoothviz-params")
