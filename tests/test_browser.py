@@ -1,8 +1,10 @@
 """A real browser: JupyterLab on loopback, Debian Chromium driven by playwright.
 
-Opens the exploration notebook (with small parameters injected), runs it, moves a rank slider with
-the keyboard and checks that the accuracy readout changed; the screenshot is kept under
-``test-artifacts/``. Where Chromium or JupyterLab is missing and we are not root (so
+Opens the exploration notebook (with small parameters injected), runs it, and moves sliders with the
+keyboard: the global reduction slider one key press at a time (each press must update the
+parameter and accuracy readouts and the figure), then a per-layer rank slider; the readouts and the
+figure must follow, and end on the full test set. The screenshot is kept under ``test-artifacts/``.
+The kernel imports smoothviz from this checkout. Where Chromium or JupyterLab is missing and we are not root (so
 ``scripts/setup.sh`` could not install them), the test reports itself skipped with the reason;
 under ``CI=true`` it must run, and fails instead of skipping.
 """
@@ -104,6 +106,24 @@ def _wait_for_idle_kernel(page, timeout: float = 90) -> None:
     raise AssertionError(f"the kernel did not become idle within {timeout} s")
 
 
+def _run_all_cells(page, attempts: int = 3) -> None:
+    """Run All Cells from the menu until the first code cell shows it ran ([*] or [n]): on a loaded
+    machine the kernel can report idle before its session takes requests, and the command is lost."""
+    started = page.locator(".jp-CodeCell .jp-InputPrompt").filter(
+        has_text=re.compile(r"\[(\*|\d+)\]")
+    )
+    for _ in range(attempts):
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if started.count():
+                return
+            page.wait_for_timeout(250)
+        _wait_for_idle_kernel(page)
+    raise AssertionError(f"Run All Cells did not start the notebook in {attempts} attempts")
+
+
 @pytest.fixture()
 def lab(tmp_path, tmp_path_factory):
     """A JupyterLab server on loopback serving a parameterised copy of the explore notebook."""
@@ -117,7 +137,10 @@ def lab(tmp_path, tmp_path_factory):
     # Shared with tests/test_notebooks.py (same trainings), so the models are trained once.
     cache = tmp_path_factory.getbasetemp() / "train-cache"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # kernels draw inline
+    # The kernel imports smoothviz from this checkout (not another installed copy).
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env.update(
+        PYTHONPATH=path,
         SMOOTHVIZ_CACHE=str(cache),
         JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
         JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
@@ -165,11 +188,41 @@ def lab(tmp_path, tmp_path_factory):
             proc.wait()
 
 
-def test_rank_slider_moved_with_the_keyboard_changes_the_accuracy(lab):
+def _figure_bytes(page) -> bytes:
+    """The PNG the explorer's figure shows now, as the browser holds it."""
+    data = page.evaluate(
+        """async () => {
+            const img = document.querySelector('.smoothviz-rank-explorer img.smoothviz-figure')
+                || document.querySelector('.smoothviz-rank-explorer img');
+            const buf = await (await fetch(img.src)).arrayBuffer();
+            return Array.from(new Uint8Array(buf));
+        }"""
+    )
+    return bytes(data)
+
+
+def _press_until_changed(page, handle, key: str, label, presses: int) -> tuple[int, float]:
+    """Press ``key`` once at a time until ``label``'s text changes; (presses, seconds of the last)."""
+    from playwright.sync_api import expect
+
+    for n in range(1, presses + 1):
+        before = label.inner_text()
+        start = time.monotonic()
+        handle.press(key)
+        try:
+            expect(label).not_to_have_text(before, timeout=15_000)
+            return n, time.monotonic() - start
+        except AssertionError:
+            continue
+    raise AssertionError(f"{label} did not change after {presses} presses of {key}")
+
+
+def test_sliders_moved_with_the_keyboard_change_the_readouts_and_figure(lab):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "browser-rank-explorer.png"
+    pct = re.compile(r"test accuracy: ([\d.]+) %")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -177,22 +230,40 @@ def test_rank_slider_moved_with_the_keyboard_changes_the_accuracy(lab):
             page.goto(lab)
             page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
             _wait_for_idle_kernel(page)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
-            accuracy = page.locator(".smoothviz-rank-explorer .smoothviz-accuracy").first
-            expect(accuracy).to_contain_text("full test set", timeout=120_000)
-            before = accuracy.inner_text()
-            handle = page.locator(
-                ".smoothviz-rank-explorer .smoothviz-rank-slider .noUi-handle"
-            ).first
+            _run_all_cells(page)
+            explorer = page.locator(".smoothviz-rank-explorer").first
+            accuracy = explorer.locator(".smoothviz-accuracy")
+            params = explorer.locator(".smoothviz-params")
+            expect(accuracy).to_contain_text("full test set", timeout=300_000)  # a loaded CI box
+            _wait_for_idle_kernel(page)
+            start_text, start_params = accuracy.inner_text(), params.inner_text()
+            start_figure = _figure_bytes(page)
+
+            # 1. The global reduction slider, one key press at a time: the very first press
+            # already moves the parameter readout (one evaluation per move).
+            reduction = explorer.locator(".smoothviz-reduction .noUi-handle").first
+            reduction.scroll_into_view_if_needed()
+            reduction.focus()
+            presses, seconds = _press_until_changed(page, reduction, "ArrowRight", params, 1)
+            print(f"reduction: readout changed {seconds:.2f} s after the key press")
+            n, _ = _press_until_changed(page, reduction, "ArrowRight", accuracy, 30)
+            expect(accuracy).to_contain_text("full test set", timeout=60_000)
+            moved_text, moved_params = accuracy.inner_text(), params.inner_text()
+            moved_figure = _figure_bytes(page)
+            assert moved_params != start_params and moved_figure != start_figure
+            assert pct.search(moved_text).group(1) != pct.search(start_text).group(1)
+
+            # 2. A per-layer rank slider overrides the global split.
+            handle = explorer.locator(".smoothviz-rank-slider .noUi-handle").first
             handle.scroll_into_view_if_needed()
             handle.focus()
             for _ in range(12):
                 handle.press("ArrowLeft")
-            expect(accuracy).not_to_have_text(before, timeout=60_000)
+            expect(accuracy).not_to_have_text(moved_text, timeout=60_000)
             expect(accuracy).to_contain_text("full test set", timeout=60_000)
             after = accuracy.inner_text()
             page.wait_for_timeout(1000)  # let the figure finish redrawing for the screenshot
+            assert _figure_bytes(page) != moved_figure
             accuracy.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
         except Exception:
@@ -200,7 +271,6 @@ def test_rank_slider_moved_with_the_keyboard_changes_the_accuracy(lab):
             raise
         finally:
             browser.close()
-    pct = re.compile(r"test accuracy: ([\d.]+) %")
-    assert pct.search(before) and pct.search(after), (before, after)
-    assert pct.search(before).group(1) != pct.search(after).group(1), (before, after)
+    assert pct.search(after) and pct.search(moved_text).group(1) != pct.search(after).group(1)
+    assert "status" not in after.lower()
     assert shot.is_file() and shot.stat().st_size > 10_000

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import io
 import re
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
+from smoothviz.compress.svd import LayerFactors, SVDFactors, compress_from_factors, svd_factors
 from smoothviz.config import TrainConfig
+from smoothviz.measure import count_params, evaluate
 from smoothviz.widgets import ALLOCATIONS, PRUNE_METHODS, PruneExplorer, RankExplorer
 
 
@@ -67,25 +74,187 @@ def test_callback_errors_are_shown_in_the_widget(trained, mini_data, monkeypatch
     def broken():
         raise RuntimeError("boom <b>")
 
-    monkeypatch.setattr(ex, "compressed_model", broken)
+    monkeypatch.setattr(ex, "evaluator", broken)
     ex.rank_sliders[next(iter(ex.rank_sliders))].value = 2
     assert "RuntimeError: boom &lt;b&gt;" in ex.status.value
     with pytest.raises(RuntimeError, match="boom"):
         ex.summary()
 
 
-def test_drag_uses_the_subset_then_the_full_set_once_the_slider_settles(trained, mini_data):
+@pytest.fixture()
+def evaluations(monkeypatch) -> list[str]:
+    """The input set ("drag" or "full") of every evaluation any explorer runs, in order."""
+    from smoothviz.incremental import IncrementalEvaluator
+
+    calls: list[str] = []
+    original = IncrementalEvaluator.evaluate_steps
+
+    def counted(self, key):
+        calls.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(IncrementalEvaluator, "evaluate_steps", counted)
+    return calls
+
+
+def test_drag_uses_the_subset_then_the_full_set_once_the_slider_settles(
+    trained, mini_data, evaluations
+):
     async def scenario():
         ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=0.05)
-        ex.reduction.value = 0.5
+        await asyncio.sleep(0.3)
+        calls.clear()
+        ex.reduction.value = 0.4
         assert ex.last["full"] is False and ex.last["n_test"] == 100
         assert "subset while moving" in ex.accuracy_label.value
+        ex.reduction.value = 0.35  # still moving: the pending full evaluation waits again
+        await asyncio.sleep(0.5)
+        return ex
+
+    calls = evaluations
+    ex = asyncio.run(scenario())
+    assert calls == ["drag", "drag", "full"]
+    assert ex.last["full"] is True and ex.last["n_test"] == len(mini_data.y_test)
+    assert "full test set" in ex.accuracy_label.value
+
+
+def test_a_move_during_the_full_measurement_abandons_it(trained, mini_data, evaluations):
+    async def scenario():
+        ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=0.05)
+        await asyncio.sleep(0.3)
+        ex.reduction.value = 0.4
+        ex._cancel_timer()
+        ex._settled()  # the slider settles: the full set is measured batch by batch ...
+        await asyncio.sleep(0)  # ... one batch has run ...
+        assert ex._release is not None and not ex.last["full"]
+        ex.reduction.value = 0.3  # ... when the hand moves again
+        assert ex._release is None and ex.last["n_test"] == 100
         await asyncio.sleep(0.5)
         return ex
 
     ex = asyncio.run(scenario())
-    assert ex.last["full"] is True and ex.last["n_test"] == len(mini_data.y_test)
-    assert "full test set" in ex.accuracy_label.value
+    assert ex.last["full"] and ex.last["n_test"] == len(mini_data.y_test)
+    full = compress_from_factors(trained, ex.factors, ex.ranks)
+    assert ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))["accuracy"]
+
+
+def test_one_evaluation_per_user_move(trained, mini_data, evaluations):
+    other = copy.deepcopy(trained)
+    with torch.no_grad():
+        next(other.parameters()).mul_(0.5)
+    ex = RankExplorer({"a": trained, "b": other}, mini_data, drag_subset=100, settle_seconds=None)
+    calls = evaluations
+    calls.clear()
+    ex.reduction.value = 0.4  # sets every rank slider programmatically
+    assert calls == ["full"]
+    ex.rank_sliders[list(ex.rank_sliders)[1]].value = 2
+    assert calls == ["full"] * 2
+    ex.method.value = list(ALLOCATIONS)[2]
+    assert calls == ["full"] * 3
+    ex.layer_select.value = list(ex.rank_sliders)[-1]  # only redraws
+    assert calls == ["full"] * 3
+    ex.model_select.value = "b"
+    assert calls == ["full"] * 4 and ex.last["full"]
+    pruner = PruneExplorer(trained, mini_data, drag_subset=100, settle_seconds=None)
+    calls.clear()
+    pruner.ratio.value = 0.3
+    pruner.method.value = list(PRUNE_METHODS)[1]
+    assert calls == ["full", "full"]
+
+
+def test_incremental_rebuild_equals_a_full_rebuild(trained, mini_data):
+    ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=None)
+    swapped: list[list[str]] = []
+    ev = ex.evaluator()
+    swap = ev.swap
+    ev.swap = lambda modules: swapped.append(sorted(modules)) or swap(modules)
+    ex.reduction.value = 0.6
+    name = list(ex.rank_sliders)[2]
+    ex.rank_sliders[name].value = max(1, ex.rank_sliders[name].value - 1)
+    assert swapped[-1] == [name]  # only the layer whose rank changed was rebuilt
+    ex.method.value = list(ALLOCATIONS)[1]
+    full = compress_from_factors(trained, ex.factors, ex.ranks)
+    x, y = mini_data.x_test, mini_data.y_test
+    with torch.no_grad():
+        expected = full.eval()(x)
+    torch.testing.assert_close(ev.logits("full"), expected, rtol=1e-4, atol=1e-5)
+    plain = evaluate(full, (x, y))
+    assert ex.last["test_acc"] == plain["accuracy"]
+    assert ex.last["test_loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert ex.last["params"] == count_params(full) == count_params(ex.compressed_model())
+
+
+def test_cached_prefix_evaluation_equals_the_plain_evaluation(trained, mini_data):
+    ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=None)
+    plain = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=None, cache_mb=0)
+    last = list(ex.rank_sliders)[-1]
+    starts: list[int] = []
+    ev = ex.evaluator()
+    run = ev._run
+    ev._run = lambda env, start, record: starts.append(start) or run(env, start, record)
+    for value in (3, 2, 1):
+        for explorer in (ex, plain):
+            explorer.rank_sliders[last].value = value
+        assert set(starts) == {ev._position[last]}  # only the tail after the moved layer ran
+        starts.clear()
+        assert ex.last == plain.last
+        full = compress_from_factors(trained, ex.factors, ex.ranks)
+        assert (
+            ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))["accuracy"]
+        )
+
+
+def _scaled(factors: SVDFactors) -> SVDFactors:
+    """Other factors of the same layers (as a data-aware SVD gives): ``vh`` rows rescaled."""
+    out = {}
+    for name, f in factors.items():
+        scale = torch.linspace(0.5, 1.5, f.max_rank, dtype=f.vh.dtype)
+        out[name] = LayerFactors(name, f.u, f.s, f.vh * scale[:, None], f.weight_shape)
+    return SVDFactors(out, factors.total_params)
+
+
+def test_precomputed_factors_drop_in(trained, mini_data):
+    own = _scaled(svd_factors(trained))
+    for factors in (own, {"model": own}, lambda model: _scaled(svd_factors(model))):
+        ex = RankExplorer(
+            trained, mini_data, factors=factors, param_reduction=0.5, settle_seconds=None
+        )
+        full = compress_from_factors(trained, own, ex.ranks)
+        assert (
+            ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))["accuracy"]
+        )
+        assert ex.last["params"] == count_params(full)
+    default = RankExplorer(trained, mini_data, param_reduction=0.5, settle_seconds=None)
+    assert default.last["test_loss"] != ex.last["test_loss"]  # the factors were really used
+    with pytest.raises(TypeError, match="layers or factors"):
+        RankExplorer(trained, mini_data, factors=own, layers="all")
+    with pytest.raises(ValueError, match="factors: keys"):
+        RankExplorer(trained, mini_data, factors={"other": own})
+    wrong = SVDFactors({"0": next(iter(own.values()))}, own.total_params)
+    with pytest.raises(ValueError, match="does not match the factors"):
+        RankExplorer(trained, mini_data, factors=wrong)
+    with pytest.raises(ValueError, match="one set of factors fits one model"):
+        RankExplorer({"a": trained, "b": trained}, mini_data, factors=own)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float)
+
+
+def test_the_live_figure_matches_a_fresh_drawing(trained, mini_data):
+    ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=None)
+    first = ex.image.value
+    ex.reduction.value = 0.8
+    live = ex.image.value
+    assert live[:4] == b"\x89PNG" and live != first  # the figure follows the slider
+    fig = ex.figure()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    fresh = _pixels(buf.getvalue())
+    got = _pixels(live)
+    assert got.shape == fresh.shape
+    assert np.abs(got - fresh).mean() < 2.0  # the same picture, up to anti-aliasing
+    assert ex.snapshot().data == live
 
 
 def test_bad_arguments_are_named(trained, mini_data):
