@@ -8,6 +8,7 @@ from torch import nn
 
 from smoothviz.compress import (
     BudgetError,
+    data_aware_svd_compress,
     interpolative_compress,
     prune_channels,
     svd_compress,
@@ -80,22 +81,22 @@ def test_defaults_per_method_on_the_mlp():
     assert [n for n, _ in select_layers(model)] == ["3"]  # training's default is unchanged
 
 
-def test_svd_budget_error_suggests_layers_that_include_the_left_out_ones():
-    model = build_model("cnn", 1, 10, width=8)
-    # a direct check of the message builder that svd_compress uses
-    from smoothviz.compress.budget import check_reachable
-    from smoothviz.layers import layers_value
-
-    chosen = [n for n, _ in select_layers(model, method="svd")]
-    reasons = left_out(model, chosen, "svd")
-    assert set(reasons) == {"0", "19"}
+@pytest.mark.parametrize("method", ["svd", "svd_data_aware"])
+def test_svd_budget_error_names_the_left_out_layers_and_the_layers_value(method):
+    torch.manual_seed(0)
+    model = build_model("cnn", 1, 10, width=8).eval()
+    compress = {
+        "svd": lambda: svd_compress(model, param_reduction=0.99),
+        "svd_data_aware": lambda: data_aware_svd_compress(
+            model, torch.randn(8, 1, 28, 28), param_reduction=0.99
+        ),
+    }[method]
     with pytest.raises(BudgetError) as info:
-        check_reachable(
-            0.99, 1000, 900, "SVD", left_out=reasons, include=layers_value(model, [*chosen, "0"])
-        )
+        compress()
     text = str(info.value)
-    assert "0 (first layer, left out by default" in text and "19 (the classifier" in text
-    assert "layers=['0', '3', '7', '10', '14']" in text
+    assert "0 (first layer, left out by default: break-even rank" in text
+    assert "19 (the classifier, left out by default)" in text
+    assert "pass layers='all' to include them" in text
 
 
 def test_unknown_default_method_is_named():

@@ -55,6 +55,7 @@ from smoothviz.compress.svd import (
     _factorize,
     _set_module,
     _svd_layers,
+    budget_hints,
     compress_from_factors,
 )
 from smoothviz.layers import matrix_view, select_layers
@@ -769,7 +770,13 @@ def data_aware_svd_compress(
             m.weight.numel() - min(m.weight.numel(), m.weight.shape[0] + m.weight[0].numel())
             for _, m in chosen
         )
-        check_reachable(param_reduction, total, min_params, "data-aware SVD of the selected layers")
+        check_reachable(
+            param_reduction,
+            total,
+            min_params,
+            "data-aware SVD of the selected layers",
+            **budget_hints(model, chosen),
+        )
     if isinstance(ranks, (int, np.integer)) and not isinstance(ranks, bool):
         ranks = {n: int(ranks) for n, _ in chosen}
     if mode == "ranks":  # validate before any statistics are collected

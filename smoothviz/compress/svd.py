@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from smoothviz.compress.budget import (
     exactly_one,
 )
 from smoothviz.compress.calibration import check_calibration
-from smoothviz.layers import matrix_view, select_layers
+from smoothviz.layers import layers_value, left_out, matrix_view, select_layers
 
 SVD_ALLOCATIONS = ("energy", "output_error", "sensitivity")
 
@@ -309,6 +310,17 @@ def compress_from_factors(
     return new
 
 
+def budget_hints(model: nn.Module, chosen: Sequence[tuple[str, nn.Module]]) -> dict[str, Any]:
+    """``left_out``/``include`` for :func:`check_reachable`: the Conv2d/Linear layers an SVD
+    selection leaves out, each with its reason, and the ``layers=`` value that adds them."""
+    names = [n for n, _ in chosen]
+    reasons = left_out(model, names, method="svd")
+    return {
+        "left_out": reasons,
+        "include": layers_value(model, [*names, *reasons]) if reasons else None,
+    }
+
+
 def svd_compress(
     model: nn.Module,
     *,
@@ -383,7 +395,13 @@ def svd_compress(
             m.weight.numel() - min(m.weight.numel(), m.weight.shape[0] + m.weight[0].numel())
             for _, m in chosen
         )
-        check_reachable(param_reduction, total, min_params, "SVD of the selected layers")
+        check_reachable(
+            param_reduction,
+            total,
+            min_params,
+            "SVD of the selected layers",
+            **budget_hints(model, chosen),
+        )
     if isinstance(ranks, (int, np.integer)) and not isinstance(ranks, bool):
         ranks = {n: int(ranks) for n, _ in chosen}
     if mode == "ranks":  # validate before any SVD is computed
