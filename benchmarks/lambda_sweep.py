@@ -1,0 +1,280 @@
+"""Each regulariser's weight, swept: uncompressed accuracy and accuracy after compression, no fine-tuning.
+
+For every regulariser (nuclear, first-order, second-order, proximal) and each of its log-spaced weights
+in ``GRID``, trains the benchmark model (``resnet18`` width 16, 4 epochs on 20,000 full Fashion-MNIST
+training images; the baseline is the same config with every weight 0), then compresses it with every
+method in ``smoothviz.compress.METHODS`` to 50 / 70 / 85 % fewer parameters and measures the test
+accuracy (plain, and after BatchNorm re-estimation as its own column). Writes, under ``--out``:
+
+- ``lambda_sweep.csv``: one row per (regulariser, weight, method, target);
+- ``lambda_sweep.json``: the rows, the configs and their hashes, the chosen weight per regulariser
+  and provenance (device, versions, git SHA, date);
+- ``lambda_sweep.md``: the tables and the chosen weights;
+- ``lambda_sweep.png``: accuracy at 70 % fewer parameters vs the weight, one line per regulariser,
+  one panel per method.
+
+Resumable: trainings land in the shared checkpoint cache (``train`` loads a finished one), and each
+model's compression rows are kept in ``<cache>/lambda_sweep/<training cache key>.json``, so a
+restarted run redoes only what is missing (a method added to ``METHODS`` later is the only new work).
+
+    .venv/bin/python benchmarks/lambda_sweep.py            # ~20 trainings: about an hour on 2 CPU cores
+    .venv/bin/python benchmarks/lambda_sweep.py --report   # rewrite the results from the cache only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from smoothviz.atomic import atomic_write, atomic_write_text
+from smoothviz.compress import METHODS
+from smoothviz.config import TrainConfig
+from smoothviz.data import default_cache_dir, load_dataset
+from smoothviz.provenance import environment_info
+from smoothviz.sweep import sweep
+from smoothviz.training import cache_key, load_cached, resolve_device, train
+
+# Half-decade steps (×√10) around where each term starts to act on this model (docs/methods.md).
+# The nuclear norm uses the amortised subgradient (refreshed every 20 steps), the setting whose cost
+# benchmarks/results/regularizer_overhead.md measures at 1.3× the baseline's instead of 5×.
+GRID: dict[str, tuple[float, ...]] = {
+    "first_order": (6.3e-3, 2e-2, 6.3e-2, 2e-1),
+    "second_order": (6.3e-3, 2e-2, 6.3e-2, 2e-1),
+    "nuclear": (3e-4, 1e-3, 3e-3, 1e-2),
+    "proximal": (1e-2, 3e-2, 1e-1, 3e-1),
+}
+EXTRA = {"nuclear": {"nuclear_every": 20}}
+REDUCTIONS = (0.5, 0.7, 0.85)
+KEY_REDUCTION = 0.7
+MAX_UNCOMPRESSED_DROP = 0.005  # a weight may cost at most 0.5 pp of uncompressed accuracy
+BENCHMARK_MODEL = {
+    "dataset": "fashion-mnist",
+    "model": "resnet18",
+    "width": 16,
+    "epochs": 4,
+    "train_subset": 20000,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--regularisers", nargs="+", default=list(GRID), choices=list(GRID), help="which to sweep"
+    )
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--reductions", type=float, nargs="+", default=list(REDUCTIONS))
+    p.add_argument(
+        "--report", action="store_true", help="train nothing: write the results from the cache"
+    )
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--name", default="lambda_sweep")
+    return p.parse_args(argv)
+
+
+def configs(regularisers) -> list[tuple[str, float, TrainConfig]]:
+    """``(regulariser, weight, config)`` for the baseline (weight 0) and every grid point."""
+    base = TrainConfig(**BENCHMARK_MODEL)
+    out = [("baseline", 0.0, base)]
+    for reg in regularisers:
+        for value in GRID[reg]:
+            out.append((reg, value, base.replace(**{reg: value}, **EXTRA.get(reg, {}))))
+    return out
+
+
+def _rows_path(cfg: TrainConfig) -> Path:
+    return default_cache_dir() / "lambda_sweep" / f"{cache_key(cfg)}.json"
+
+
+def measure(cfg: TrainConfig, methods, reductions, data, *, train_missing: bool) -> list[dict]:
+    """The compression rows of one training, computing only the (method, target) pairs not cached."""
+    path = _rows_path(cfg)
+    cached = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    done = {(r["method"], r["target_reduction"]) for r in cached["rows"]}
+    todo_methods = [m for m in methods if any((m, t) not in done for t in reductions)]
+    if todo_methods:
+        run = train(cfg, progress=True) if train_missing else load_cached(cfg)
+        if run is None:
+            return cached["rows"]
+        table = sweep(
+            {"model": run.model.eval()},
+            todo_methods,
+            reductions,
+            data,
+            bn_reestimate=False,
+            latency_repeats=3,
+            progress=True,
+        )
+        new = json.loads(table.drop(columns="training").to_json(orient="records"))
+        keep = [r for r in cached["rows"] if r["method"] not in todo_methods]
+        cached = {
+            "config": cfg.to_dict(),
+            "history": run.history.to_dict(orient="records"),
+            "rows": keep + new,
+        }
+        atomic_write_text(path, json.dumps(cached, indent=1))
+    return [
+        r for r in cached["rows"] if r["method"] in methods and r["target_reduction"] in reductions
+    ]
+
+
+def choose_weights(df: pd.DataFrame) -> dict[str, dict]:
+    """Per regulariser, the weight with the best mean accuracy (over methods) at ``KEY_REDUCTION``.
+
+    Only weights whose uncompressed accuracy is within ``MAX_UNCOMPRESSED_DROP`` of the baseline's
+    compete (a weight that buys compressibility by losing accuracy up front is not a default); if
+    none does, the one with the best uncompressed accuracy is taken and marked ``"fallback"``.
+    """
+    base_acc = float(df[df.regulariser == "baseline"].test_acc_uncompressed.iloc[0])
+    at = df[(df.target_reduction == KEY_REDUCTION) & (df.regulariser != "baseline")]
+    scores = (
+        at.assign(test_acc=at.test_acc.fillna(0.0))
+        .groupby(["regulariser", "weight"])
+        .agg(
+            mean_acc_at_key=("test_acc", "mean"),
+            test_acc_uncompressed=("test_acc_uncompressed", "first"),
+        )
+        .reset_index()
+    )
+    chosen = {}
+    for reg, g in scores.groupby("regulariser", sort=False):
+        ok = g[g.test_acc_uncompressed >= base_acc - MAX_UNCOMPRESSED_DROP]
+        pick = (
+            ok.sort_values("mean_acc_at_key").iloc[-1]
+            if len(ok)
+            else g.sort_values("test_acc_uncompressed").iloc[-1]
+        )
+        chosen[reg] = {
+            "weight": float(pick.weight),
+            "mean_acc_at_key": float(pick.mean_acc_at_key),
+            "test_acc_uncompressed": float(pick.test_acc_uncompressed),
+            "baseline_test_acc_uncompressed": base_acc,
+            "fallback": not len(ok),
+        }
+    return chosen
+
+
+def markdown(df: pd.DataFrame, chosen: dict, env: dict, seconds: float) -> str:
+    ok = df[df.error.isna()]
+    lines = [
+        "# Regulariser weight sweep: resnet18 (width 16, 4 epochs, 20,000 training images) on "
+        "Fashion-MNIST (full 10,000-image test split)",
+        "",
+        f"Device: {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}; "
+        f"wall time of this invocation {seconds:.0f} s (trainings come from the checkpoint cache "
+        "when present).",
+        "",
+        "No fine-tuning: test accuracy straight after compression to the target whole-network "
+        "parameter reduction. `weight` 0 is the baseline.",
+        "",
+        f"## Chosen weights (rule: best mean over methods of the accuracy at {KEY_REDUCTION:.0%} "
+        "fewer parameters, among weights that keep the uncompressed accuracy within 0.5 pp of the "
+        "baseline)",
+        "",
+        "| regulariser | chosen weight | uncompressed | mean accuracy at 70 % over methods |",
+        "|---|---:|---:|---:|",
+    ]
+    for reg, c in chosen.items():
+        lines.append(
+            f"| {reg} | {c['weight']:g} | {c['test_acc_uncompressed']:.4f} | "
+            f"{c['mean_acc_at_key']:.4f} |"
+        )
+    for col, title in (
+        ("test_acc", "Test accuracy"),
+        ("test_acc_bn_reestimated", "Test accuracy after BatchNorm re-estimation"),
+    ):
+        table = ok.pivot_table(
+            index=["regulariser", "weight"],
+            columns=["method", "target_reduction"],
+            values=col,
+            sort=False,
+        )
+        base = ok.drop_duplicates(["regulariser", "weight"]).set_index(["regulariser", "weight"])
+        lines += ["", f"## {title}", ""]
+        head = ["regulariser", "weight", "uncompressed"] + [
+            f"{m} {t:.0%}" for m, t in table.columns
+        ]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|---|---:|" + "---:|" * (len(head) - 2))
+        for (reg, w), row in table.iterrows():
+            cells = [f"{base.loc[(reg, w), 'test_acc_uncompressed']:.3f}"]
+            cells += ["" if v != v else f"{v:.3f}" for v in row]
+            lines.append(f"| {reg} | {w:g} | " + " | ".join(cells) + " |")
+    failed = df[df.error.notna()]
+    if len(failed):
+        lines += ["", "## Targets not reached", ""]
+        lines += [
+            f"- {r.regulariser} {r.weight:g} / {r.method} / {r.target_reduction}: {r.error}"
+            for r in failed.itertuples()
+        ]
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/lambda_sweep.py`", ""]
+    return "\n".join(lines)
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from smoothviz.plots import plot_lambda_sweep
+
+    methods = list(dict.fromkeys(df.method))
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(3.4 * len(methods), 3.3), sharey=True, squeeze=False
+    )
+    for ax, method in zip(axes[0], methods):
+        plot_lambda_sweep(df, method=method, ax=ax)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    for ax in axes[0][1:]:
+        ax.get_legend() and ax.get_legend().remove()
+    fig.suptitle(f"Test accuracy at {KEY_REDUCTION:.0%} fewer parameters vs regulariser weight")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    device = resolve_device("auto")
+    data = load_dataset(BENCHMARK_MODEL["dataset"], device=device)
+    torch.manual_seed(0)
+    rows, cfgs = [], {}
+    for reg, weight, cfg in configs(args.regularisers):
+        print(f"== {reg} {weight:g} ({cfg.config_hash()})", flush=True)
+        for r in measure(cfg, args.methods, args.reductions, data, train_missing=not args.report):
+            rows.append({"regulariser": reg, "weight": weight, **r})
+        cfgs[f"{reg}={weight:g}"] = cfg
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise SystemExit("nothing measured yet: run without --report first")
+    chosen = choose_weights(df)
+    seconds = time.perf_counter() - t0
+    env = environment_info(device)
+    out = args.out
+    atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
+    payload = {
+        "provenance": env,
+        "benchmark_model": BENCHMARK_MODEL,
+        "grid": GRID,
+        "extra": EXTRA,
+        "reductions": args.reductions,
+        "methods": args.methods,
+        "chosen": chosen,
+        "configs": {k: c.to_dict() for k, c in cfgs.items()},
+        "config_hashes": {k: c.config_hash() for k, c in cfgs.items()},
+        "rows": json.loads(df.to_json(orient="records")),
+    }
+    atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
+    atomic_write_text(out / f"{args.name}.md", markdown(df, chosen, env, seconds))
+    plot(df, out / f"{args.name}.png")
+    print((out / f"{args.name}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
