@@ -187,6 +187,8 @@ def markdown(df: pd.DataFrame, chosen: dict, env: dict, seconds: float) -> str:
         ("test_acc", "Test accuracy"),
         ("test_acc_bn_reestimated", "Test accuracy after BatchNorm re-estimation"),
     ):
+        if ok[col].isna().all():  # the sweep measures BN re-estimation only when asked to
+            continue
         table = ok.pivot_table(
             index=["regulariser", "weight"],
             columns=["method", "target_reduction"],
@@ -221,19 +223,9 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from smoothviz.plots import plot_lambda_sweep
+    from smoothviz.plots import lambda_sweep_grid
 
-    methods = list(dict.fromkeys(df.method))
-    fig, axes = plt.subplots(
-        1, len(methods), figsize=(3.4 * len(methods), 3.3), sharey=True, squeeze=False
-    )
-    for ax, method in zip(axes[0], methods):
-        plot_lambda_sweep(df, method=method, ax=ax)
-    axes[0][0].legend(fontsize=7, loc="lower left")
-    for ax in axes[0][1:]:
-        ax.get_legend() and ax.get_legend().remove()
-    fig.suptitle(f"Test accuracy at {KEY_REDUCTION:.0%} fewer parameters vs regulariser weight")
-    fig.tight_layout()
+    fig = lambda_sweep_grid(df, target=KEY_REDUCTION)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 

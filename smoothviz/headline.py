@@ -137,7 +137,7 @@ def headline_sentence(
     target = key_target(table, key)
     best = best_methods(table[table["target_reduction"] == target]).set_index("training")
     uncompressed = table.drop_duplicates("training").set_index("training")["test_acc_uncompressed"]
-    at = f"At {target:.0%} fewer parameters (no fine-tuning)"
+    at = f"At {100 * target:.0f} % fewer parameters (no fine-tuning)"
     s_method, s_acc = best.loc[smooth, "method"], best.loc[smooth, "test_acc"]
     b_method, b_acc = best.loc[baseline, "method"], best.loc[baseline, "test_acc"]
     if s_method is None or b_method is None:

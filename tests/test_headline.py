@@ -95,7 +95,7 @@ def test_sentence_matches_the_table(frame):
     at = table[table.target_reduction == 0.7].dropna(subset=["test_acc"])
     best = at.loc[at.groupby("training").test_acc.idxmax()].set_index("training")
     gain_pp = 100 * (best.test_acc["smooth"] - best.test_acc["baseline"])
-    assert sentence.startswith("At 70% fewer parameters")
+    assert sentence.startswith("At 70 % fewer parameters")
     assert best.method["smooth"] in sentence
     numbers = _numbers(sentence)
     # Every accuracy the sentence quotes is in the table, in percent with one decimal.
@@ -134,7 +134,7 @@ def test_different_best_methods_are_both_named():
 def test_key_target_falls_back_to_the_closest_target_and_the_sentence_says_which():
     frame = BENEFIT.replace({"target_reduction": {0.7: 0.75}})
     assert key_target(frame) == 0.75
-    assert headline_sentence(headline_table(frame)).startswith("At 75% fewer parameters")
+    assert headline_sentence(headline_table(frame)).startswith("At 75 % fewer parameters")
 
 
 def test_no_method_reaching_the_target_is_no_benefit():
