@@ -329,8 +329,8 @@ class TradeoffParams(NotebookParams):
             bad = [m for m in self.methods if m not in METHODS]
             if bad or not self.methods:
                 raise ConfigError(
-                    f"notebook parameter 'methods' must be None or a non-empty list from "
-                    f"{list(METHODS)}, got {list(self.methods)!r}"
+                    f"notebook parameter 'methods' must be a non-empty list from {list(METHODS)} "
+                    f"(or None: all of them), got {list(self.methods)!r}"
                 )
         if not self.reductions:
             raise ConfigError("notebook parameter 'reductions' must be a non-empty list")
