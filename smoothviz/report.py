@@ -57,14 +57,16 @@ from smoothviz.notebook_params import NOTEBOOKS, NotebookParams, notebook_path
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # The benchmark model of benchmarks/ (resnet18 width 16, 20,000 images x 4 epochs; the
-    # regulariser-weight sweep ran on it, so its trainings are usually cached), every method at five
-    # targets, and the sweep's figure.
+    # regulariser-weight sweep ran on it, so its trainings are usually cached) with the weight that
+    # sweep chose (benchmarks/results/lambda_sweep.md), every method at five targets, and the
+    # sweep's figure.
     "full": {
         "dataset": "fashion-mnist",
         "model": "resnet18",
         "width": 16,
         "epochs": 4,
         "train_subset": 20000,
+        "first_order": 0.02,
         "eval_subset": None,
         "reductions": [0.3, 0.5, 0.7, 0.85, 0.9],
         "bn_reestimate": True,
