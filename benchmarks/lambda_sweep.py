@@ -71,18 +71,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--report", action="store_true", help="train nothing: write the results from the cache"
     )
+    p.add_argument(
+        "--depth-first",
+        action="store_true",
+        help="train one regulariser's whole grid before the next (default: breadth-first, middle "
+        "weights first, so a run stopped early has covered every regulariser)",
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default="lambda_sweep")
     return p.parse_args(argv)
 
 
-def configs(regularisers) -> list[tuple[str, float, TrainConfig]]:
-    """``(regulariser, weight, config)`` for the baseline (weight 0) and every grid point."""
+def configs(regularisers, *, breadth_first: bool = True) -> list[tuple[str, float, TrainConfig]]:
+    """``(regulariser, weight, config)`` for the baseline (weight 0) and every grid point.
+
+    Breadth-first visits the grids' middle weights of every regulariser, then the outer ones, so
+    that a run stopped early (each training takes minutes) has measured every regulariser.
+    """
     base = TrainConfig(**BENCHMARK_MODEL)
+    points = [(reg, i, value) for reg in regularisers for i, value in enumerate(GRID[reg])]
+    if breadth_first:
+        # distance from the grid's middle, then the regulariser's position: 1, 2, 0, 3 for 4 values
+        points.sort(key=lambda p: (abs(p[1] - (len(GRID[p[0]]) - 1) / 2), p[1]))
     out = [("baseline", 0.0, base)]
-    for reg in regularisers:
-        for value in GRID[reg]:
-            out.append((reg, value, base.replace(**{reg: value}, **EXTRA.get(reg, {}))))
+    for reg, _, value in points:
+        out.append((reg, value, base.replace(**{reg: value}, **EXTRA.get(reg, {}))))
     return out
 
 
@@ -237,12 +250,19 @@ def main(argv=None) -> None:
     data = load_dataset(BENCHMARK_MODEL["dataset"], device=device)
     torch.manual_seed(0)
     rows, cfgs = [], {}
-    for reg, weight, cfg in configs(args.regularisers):
+    for reg, weight, cfg in configs(args.regularisers, breadth_first=not args.depth_first):
         print(f"== {reg} {weight:g} ({cfg.config_hash()})", flush=True)
         for r in measure(cfg, args.methods, args.reductions, data, train_missing=not args.report):
             rows.append({"regulariser": reg, "weight": weight, **r})
         cfgs[f"{reg}={weight:g}"] = cfg
     df = pd.DataFrame(rows)
+    if len(df):  # tables and plot in grid order, whatever order the trainings ran in
+        order = {reg: i for i, reg in enumerate(["baseline", *GRID])}
+        df = df.sort_values(
+            ["regulariser", "weight"],
+            key=lambda c: c.map(order) if c.name == "regulariser" else c,
+            kind="stable",
+        ).reset_index(drop=True)
     if df.empty:
         raise SystemExit("nothing measured yet: run without --report first")
     chosen = choose_weights(df)
