@@ -37,6 +37,7 @@ _LAZY = {
     "RankExplorer": "smoothviz.widgets",
     "PruneExplorer": "smoothviz.widgets",
     "run_report": "smoothviz.report",
+    "sweep_on_cluster": "smoothviz.distributed",
     "weight_smoothness": "smoothviz.analysis",
     "singular_spectra": "smoothviz.analysis",
     "spectrum_summary": "smoothviz.analysis",

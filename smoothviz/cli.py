@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 from typing import Union, get_args, get_origin, get_type_hints
@@ -73,8 +74,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _config_from_args(args)
     run = train(cfg, cache_dir=args.cache_dir, progress=not args.quiet)
-    print(run.history.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"checkpoint: {run.checkpoint}" + (" (from cache)" if run.from_cache else ""))
+    # Under torchrun every rank runs this command; rank 0 speaks for the job.
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(run.history.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(f"checkpoint: {run.checkpoint}" + (" (from cache)" if run.from_cache else ""))
     return 0
 
 
@@ -97,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser(
         "train",
         help="train one model (or load it from the cache)",
-        description="Train one model as configured; cached by config hash.",
+        description="Train one model as configured; cached by config hash. Under "
+        "torchrun --nproc_per_node=N it trains data-parallel (DistributedDataParallel; "
+        "--batch-size is then the global batch).",
     )
     add_train_options(p_train)
     p_train.add_argument(

@@ -18,13 +18,16 @@ Guarantees:
 - a failing notebook marks its point and the run failed, its partial output stays linked, the later
   notebooks of that point are skipped, and :func:`run_report` returns ``ok=False`` (the CLI exits 1);
 - ``index.html`` is rewritten atomically after every notebook and says "running" until the end, so
-  a killed run never leaves a page that claims success;
+  a killed run never leaves a page that claims success; with ``--workers N`` or ``--scheduler``
+  (grid points in parallel on Dask, :mod:`smoothviz.distributed`) it is written once, when every
+  point has ended;
 - every user-given string is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as _dt
 import html
 import itertools
@@ -409,6 +412,8 @@ def run_report(
     timeout: int | None = None,
     command: str | None = None,
     log=sys.stderr,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> ReportResult:
     """Validate, execute every notebook of every grid point, render HTML, write ``index.html``.
 
@@ -434,18 +439,57 @@ def run_report(
         The command line to record on the page.
     log
         Where progress lines go (``None``: nowhere).
+    workers, scheduler
+        Run the grid points in parallel on Dask (:mod:`smoothviz.distributed`): a new local
+        cluster of ``workers`` processes, or the existing cluster whose scheduler is at
+        ``scheduler`` (default ``$SMOOTHVIZ_SCHEDULER``). Then ``index.html`` is written once,
+        when every point has ended, and a progress bar over points goes to ``log``. Without
+        either (and no ``$SMOOTHVIZ_SCHEDULER``) the points run one after another here.
 
     Returns
     -------
     ReportResult
         ``index`` (path of index.html) and ``ok`` (False when a notebook failed).
     """
-    import papermill
+    from smoothviz import distributed
 
     points = plan(preset, parameters, grid, notebooks)  # every check before any work
+    cluster = distributed.resolve(workers, scheduler)
     run_id = run_id or new_run_id(preset)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
         raise ConfigError(f"run_id may hold only letters, digits, '.', '_' and '-', got {run_id!r}")
+    with distributed.connect(cluster, log=log) if cluster else contextlib.nullcontext() as client:
+        return _run_report(
+            points,
+            preset,
+            parameters,
+            grid,
+            out_dir=out_dir,
+            notebook_dir=notebook_dir,
+            run_id=run_id,
+            kernel_name=kernel_name,
+            timeout=timeout,
+            command=command,
+            log=log,
+            client=client,
+        )
+
+
+def _run_report(  # the body of run_report, inside its Dask client when there is one
+    points,
+    preset,
+    parameters,
+    grid,
+    *,
+    out_dir,
+    notebook_dir,
+    run_id,
+    kernel_name,
+    timeout,
+    command,
+    log,
+    client,
+) -> ReportResult:
     run_dir = Path(out_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
     nb_dir = Path(notebook_dir) if notebook_dir is not None else None
@@ -461,68 +505,175 @@ def run_report(
         "finished": None,
     }
     index = run_dir / "index.html"
-    _write_index(index, meta, points, state="running")
-    # The kernels draw with the inline backend whatever the caller's MPLBACKEND says.
-    saved_backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    total = sum(len(p.notebooks) for p in points)
-    done = 0
-    try:
-        for point in points:
-            folder = run_dir / point.folder
-            folder.mkdir()
-            failed = False
-            for nb in point.notebooks:
+    meta["execution"] = "dask: " + client.scheduler.address if client else "serial"
+    if client is not None:
+        # Points end in any order on the cluster: the page appears once, when all have ended.
+        _run_points_on_cluster(client, points, run_dir, nb_dir, kernel_name, timeout, log)
+    else:
+        _write_index(index, meta, points, state="running")
+        total = sum(len(p.notebooks) for p in points)
+        done = 0
+
+        def on_notebook(point: GridPoint, nb: NotebookRun) -> None:
+            nonlocal done
+            if nb.status == "running":
                 done += 1
-                if failed:
-                    nb.status = "skipped"
-                    continue
-                source = (nb_dir / f"{nb.name}.ipynb") if nb_dir else notebook_path(nb.name)
-                out_nb = folder / f"{nb.name}.ipynb"
-                nb.status = "running"
                 _write_index(index, meta, points, state="running")
                 _log(log, f"[{done}/{total}] {point.folder}/{nb.name} ...")
-                t0 = time.perf_counter()
-                try:
-                    papermill.execute_notebook(
-                        str(source),
-                        str(out_nb),
-                        parameters=nb.parameters,
-                        kernel_name=kernel_name,
-                        progress_bar=False,
-                        log_output=False,
-                        cwd=str(folder),
-                        execution_timeout=timeout,
-                        config=kernel_config(),
-                    )
-                    nb.status = "ok"
-                except Exception as exc:  # a failed notebook is reported, not fatal to the run
-                    nb.status, nb.error, failed = "failed", _error_text(exc), True
-                nb.seconds = time.perf_counter() - t0
-                if out_nb.exists():
-                    nb.ipynb = f"{point.folder}/{out_nb.name}"
-                    try:
-                        _export_html(out_nb, out_nb.with_suffix(".html"))
-                        nb.html = f"{point.folder}/{out_nb.stem}.html"
-                        if _extract_figure(out_nb, out_nb.with_suffix(".png")):
-                            nb.figure = f"{point.folder}/{out_nb.stem}.png"
-                    except Exception as exc:
-                        nb.error = (nb.error or "") + f" (HTML export failed: {_error_text(exc)})"
+            elif nb.status == "skipped":
+                done += 1
+            else:
                 _log(
                     log,
                     f"[{done}/{total}] {point.folder}/{nb.name} {nb.status} "
                     f"({nb.seconds:.1f} s){': ' + nb.error if nb.error else ''}",
                 )
                 _write_index(index, meta, points, state="running")
+
+        with _inline_matplotlib():
+            for point in points:
+                _run_point(point, run_dir, nb_dir, kernel_name, timeout, on_notebook)
+    ok = all(p.status == "ok" for p in points)
+    meta["finished"] = _now()
+    _write_index(index, meta, points, state="succeeded" if ok else "failed")
+    return ReportResult(index=index.resolve(), ok=ok, points=points)
+
+
+@contextlib.contextmanager
+def _inline_matplotlib():
+    """The kernels draw with the inline backend whatever the caller's MPLBACKEND says."""
+    saved_backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        yield
     finally:
         if saved_backend is None:
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = saved_backend
-    ok = all(p.status == "ok" for p in points)
-    meta["finished"] = _now()
-    _write_index(index, meta, points, state="succeeded" if ok else "failed")
-    return ReportResult(index=index.resolve(), ok=ok, points=points)
+
+
+def _run_point(
+    point: GridPoint,
+    run_dir: Path,
+    nb_dir: Path | None,
+    kernel_name: str,
+    timeout: int | None,
+    on_notebook=None,
+) -> GridPoint:
+    """Execute one point's notebooks in order into ``run_dir/<point folder>``; returns the point.
+
+    A failing notebook is recorded (status, error, partial output linked) and the point's later
+    notebooks are skipped. ``on_notebook(point, nb)`` is called when a notebook starts, ends or is
+    skipped. Run again (a point whose worker died), it starts over and overwrites its files.
+    """
+    import papermill
+
+    folder = run_dir / point.folder
+    folder.mkdir(exist_ok=True)
+    failed = False
+    for nb in point.notebooks:
+        nb.error, nb.seconds, nb.ipynb, nb.html, nb.figure = None, None, None, None, None
+        if failed:
+            nb.status = "skipped"
+            if on_notebook:
+                on_notebook(point, nb)
+            continue
+        source = (nb_dir / f"{nb.name}.ipynb") if nb_dir else notebook_path(nb.name)
+        out_nb = folder / f"{nb.name}.ipynb"
+        nb.status = "running"
+        if on_notebook:
+            on_notebook(point, nb)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(source),
+                str(out_nb),
+                parameters=nb.parameters,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=False,
+                cwd=str(folder),
+                execution_timeout=timeout,
+                config=kernel_config(),
+            )
+            nb.status = "ok"
+        except Exception as exc:  # a failed notebook is reported, not fatal to the run
+            nb.status, nb.error, failed = "failed", _error_text(exc), True
+        nb.seconds = time.perf_counter() - t0
+        if out_nb.exists():
+            nb.ipynb = f"{point.folder}/{out_nb.name}"
+            try:
+                _export_html(out_nb, out_nb.with_suffix(".html"))
+                nb.html = f"{point.folder}/{out_nb.stem}.html"
+                if _extract_figure(out_nb, out_nb.with_suffix(".png")):
+                    nb.figure = f"{point.folder}/{out_nb.stem}.png"
+            except Exception as exc:
+                nb.error = (nb.error or "") + f" (HTML export failed: {_error_text(exc)})"
+        if on_notebook:
+            on_notebook(point, nb)
+    return point
+
+
+def _point_task(point, run_dir, nb_dir, kernel_name, timeout, *trainings) -> GridPoint:
+    """A grid point as a Dask task (``trainings``: the finished training tasks it waited for)."""
+    with _inline_matplotlib():
+        return _run_point(point, run_dir, nb_dir, kernel_name, timeout)
+
+
+def _point_trainings(point: GridPoint) -> list:
+    """The TrainConfigs a point's notebooks train (the same for each of its notebooks)."""
+    configs = []
+    for nb in point.notebooks:
+        for cfg in NOTEBOOKS[nb.name].from_dict(nb.parameters).training_configs().values():
+            if cfg not in configs:
+                configs.append(cfg)
+    return configs
+
+
+def _run_points_on_cluster(client, points, run_dir, nb_dir, kernel_name, timeout, log) -> None:
+    """Every point as a Dask task, after the distinct trainings they share (one task each).
+
+    A point's task replaces its entry in ``points`` with the executed point; a task that fails for
+    good (it raised on every retry, or its worker died more often than the scheduler allows) marks
+    its point failed with the reason, and the other points go on.
+    """
+    from smoothviz import distributed
+
+    needs = [_point_trainings(p) for p in points]
+    trained = distributed.submit_trainings(client, [c for cfgs in needs for c in cfgs])
+    futures = [
+        client.submit(
+            _point_task,
+            point,
+            run_dir,
+            nb_dir,
+            kernel_name,
+            timeout,
+            *[trained[c] for c in cfgs],
+            key=f"smoothviz-point-{run_dir.name}-{point.folder}",
+            retries=distributed.RETRIES,
+        )
+        for point, cfgs in zip(points, needs)
+    ]
+    position = {f.key: i for i, f in enumerate(futures)}
+    for future in distributed.as_completed_with_progress(
+        futures, desc="grid points", unit="point", log=log
+    ):
+        i = position[future.key]
+        try:
+            points[i] = future.result()
+        except Exception as exc:
+            first, *rest = points[i].notebooks
+            first.status, first.error = (
+                "failed",
+                "the point's task failed on the cluster: " + (distributed.error_text(exc)),
+            )
+            for nb in rest:
+                nb.status = "skipped"
+        point = points[i]
+        errors = [f"{nb.name}: {nb.error}" for nb in point.notebooks if nb.error]
+        _log(log, f"{point.folder} {point.status}" + (f" ({'; '.join(errors)})" if errors else ""))
 
 
 def _log(log, text: str) -> None:
@@ -842,6 +993,20 @@ def add_report_parser(sub: Any) -> None:
         help=f"run only these notebooks (default: all of {list(NOTEBOOKS)})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the grid points in parallel on a local Dask cluster of N worker processes",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the grid points on the existing Dask cluster at ADDRESS (tcp://host:8786; "
+        "default: $SMOOTHVIZ_SCHEDULER when set)",
+    )
     p.set_defaults(func=cmd_report)
 
 
@@ -857,6 +1022,8 @@ def cmd_report(args: Any) -> int:
         run_id=args.run_id,
         command="python -m smoothviz " + " ".join(sys.argv[1:]),
         log=None if args.quiet else sys.stderr,
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
     print(result.index)
     if not result.ok:

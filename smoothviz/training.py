@@ -6,6 +6,10 @@ SHA-256 of the weights); asking again for the same config loads them (``weights_
 of training. After every epoch a ``.partial.pt`` checkpoint (model, optimiser, schedule, history) is
 written atomically, so a killed run resumes from its last finished epoch and ends with the same
 weights as an uninterrupted one (data order and augmentation are seeded per epoch).
+
+Started by ``torchrun --nproc_per_node=N``, :func:`train` trains data-parallel with
+``DistributedDataParallel`` (:mod:`smoothviz.ddp`): ``batch_size`` stays the global batch, rank 0
+alone locks the cache and writes the checkpoints, and resume works as in one process.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 import os
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
+from smoothviz import ddp
 from smoothviz import models as _models_module
 from smoothviz.atomic import atomic_torch_save, atomic_write_text
 from smoothviz.config import ConfigError, TrainConfig
@@ -89,9 +95,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cache_key(cfg: TrainConfig, data: ImageData | None = None) -> str:
-    """Config hash + model-code version (+ a fingerprint of user-supplied data)."""
+def cache_key(cfg: TrainConfig, data: ImageData | None = None, *, suffix: str | None = None) -> str:
+    """Config hash + model-code version (+ a fingerprint of user-supplied data).
+
+    ``suffix`` marks a data-parallel training that is not the single-process one
+    (:func:`smoothviz.ddp.cache_suffix`); single-process keys never carry one.
+    """
     parts = [cfg.config_hash(), MODEL_CODE_VERSION, str(CHECKPOINT_FORMAT)]
+    if suffix:
+        parts.append(suffix)
     if data is not None:
         digest = hashlib.sha256()
         for t in (data.x_train, data.y_train, data.x_test, data.y_test):
@@ -111,7 +123,13 @@ def _paths(cache_dir: Path, key: str) -> dict[str, Path]:
     }
 
 
-def _fresh_state(cfg: TrainConfig, data: ImageData, device: torch.device, total_steps: int):
+def _fresh_state(
+    cfg: TrainConfig,
+    data: ImageData,
+    device: torch.device,
+    total_steps: int,
+    ctx: ddp.DistributedContext | None = None,
+):
     """Seeded model, its regularisation, optimiser and schedule, as at the start of a run."""
     seed_everything(cfg.seed)
     model = build_model(
@@ -119,6 +137,8 @@ def _fresh_state(cfg: TrainConfig, data: ImageData, device: torch.device, total_
     ).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if ctx is not None:
+        model = ddp.prepare_model(model, ctx)  # SyncBatchNorm where supported
     reg = Regularization(
         select_layers(model, cfg.layers),
         nuclear=cfg.nuclear,
@@ -185,7 +205,10 @@ def load_cached(
         If the cached files exist but are corrupted, truncated, or were made for another config.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    paths = _paths(cache_dir, cache_key(cfg, data))
+    return _load_cached_at(cfg, _paths(cache_dir, cache_key(cfg, data)))
+
+
+def _load_cached_at(cfg: TrainConfig, paths: dict[str, Path]) -> TrainedRun | None:
     if not paths["sidecar"].is_file():
         return None
     try:
@@ -252,6 +275,9 @@ def train(
         raise TypeError(f"cache_dir must be a folder path (str or Path) or None, got {cache_dir!r}")
     device = resolve_device(cfg.device)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    ctx = ddp.setup(device)  # None unless started by torchrun with more than one process
+    if ctx is not None:
+        return _train_data_parallel(cfg, ctx, data, cache_root, use_cache, progress)
     if not use_cache:
         return _train(cfg, device, _load_data(cfg, device, data), None, progress)
     paths = _paths(cache_root, cache_key(cfg, data))
@@ -268,12 +294,69 @@ def train(
         return _train(cfg, device, _load_data(cfg, device, data), paths, progress)
 
 
+def _architecture(cfg: TrainConfig) -> nn.Module:
+    """The model's layers without its data (which BatchNorm presence does not depend on)."""
+    try:
+        with torch.device("meta"):  # no memory, no initialisation cost
+            return build_model(cfg.model, 3, 10, width=cfg.width, image_size=32)
+    except Exception:  # a constructor that needs real tensors
+        return build_model(cfg.model, 3, 10, width=cfg.width, image_size=32)
+
+
+def _train_data_parallel(
+    cfg: TrainConfig,
+    ctx: ddp.DistributedContext,
+    data: ImageData | None,
+    cache_root: Path,
+    use_cache: bool,
+    progress: bool,
+) -> TrainedRun:
+    """:func:`train` on every rank of a torchrun job; rank 0 decides and writes, the rest follow."""
+    ddp.check_batch_size(cfg.batch_size, ctx.world_size)
+    progress = progress and ctx.is_main
+    suffix = ddp.cache_suffix(_architecture(cfg), ctx)
+    if suffix and ctx.is_main:
+        warnings.warn(
+            f"{cfg.model} has BatchNorm and SyncBatchNorm needs GPUs: on the CPU each of the "
+            f"{ctx.world_size} processes normalises with its own shard's statistics, which is not "
+            "the single-process training; it is cached under its own key",
+            stacklevel=3,
+        )
+    if not use_cache:
+        return _train(cfg, ctx.device, _load_data(cfg, ctx.device, data), None, progress, ctx)
+    paths = _paths(cache_root, cache_key(cfg, data, suffix=suffix))
+    paths["lock"].parent.mkdir(parents=True, exist_ok=True)
+    # Rank 0 holds the lock for the whole job; the other ranks wait on its broadcasts instead (a
+    # lock per rank would deadlock: rank 0 would train and wait for ranks stuck at the lock).
+    with FileLock(str(paths["lock"])) if ctx.is_main else nullcontext():
+        cached = None
+        if ctx.is_main:
+            try:
+                cached = _load_cached_at(cfg, paths)
+            except CheckpointError as exc:
+                warnings.warn(f"{exc}; retraining", stacklevel=3)
+        if ctx.broadcast(cached is not None):
+            if not ctx.is_main:
+                try:
+                    cached = _load_cached_at(cfg, paths)
+                except CheckpointError:
+                    cached = None
+            if ctx.all_agree(cached is not None):
+                ctx.barrier()  # the lock is released only after every rank has read the files
+                return cached
+        run = _train(cfg, ctx.device, _load_data(cfg, ctx.device, data), paths, progress, ctx)
+        ctx.barrier()  # rank 0 has written the checkpoint
+        run.checkpoint = paths["weights"]
+        return run
+
+
 def _train(
     cfg: TrainConfig,
     device: torch.device,
     data: ImageData,
     paths: dict[str, Path] | None,
     progress: bool,
+    ctx: ddp.DistributedContext | None = None,
 ) -> TrainedRun:
     n = len(data.y_train)
     steps_per_epoch = n // cfg.batch_size  # the ragged last batch is dropped (BatchNorm-safe)
@@ -283,9 +366,11 @@ def _train(
             f"steps; at least {MIN_STEPS} are needed: raise epochs or lower batch_size"
         )
     total_steps = cfg.epochs * steps_per_epoch
-    model, reg, opt, sched = _fresh_state(cfg, data, device, total_steps)
+    model, reg, opt, sched = _fresh_state(cfg, data, device, total_steps, ctx)
     history: list[dict] = []
     start_epoch = 0
+    writes = paths is not None and (ctx is None or ctx.is_main)  # one writer per run
+    state_ok = True  # the fresh state, or a fully restored one
     if paths is not None and paths["partial"].is_file():
         try:
             state = torch.load(paths["partial"], map_location=device, weights_only=True)
@@ -297,10 +382,16 @@ def _train(
             warnings.warn(
                 f"ignoring unreadable partial checkpoint {paths['partial']}: {exc}", stacklevel=3
             )
-            # Start over exactly as a fresh run would: a half-restored state must not leak in.
-            model, reg, opt, sched = _fresh_state(cfg, data, device, total_steps)
+            state_ok = False
+    if ctx is not None:  # every rank resumes from rank 0's epoch, or every rank starts over
+        state_ok = ctx.all_agree(state_ok and ctx.broadcast(start_epoch) == start_epoch)
+    if not state_ok:
+        # Start over exactly as a fresh run would: a half-restored state must not leak in.
+        model, reg, opt, sched = _fresh_state(cfg, data, device, total_steps, ctx)
+        history, start_epoch = [], 0
     cuda = device.type == "cuda"
-    step_model = torch.compile(model) if (cfg.compile and cuda) else model
+    step_model = ddp.wrap(model, ctx) if ctx is not None else model
+    step_model = torch.compile(step_model) if (cfg.compile and cuda) else step_model
     terms = reg.terms
     bar = tqdm(
         total=total_steps,
@@ -323,13 +414,18 @@ def _train(
             xb = augment_batch(
                 data.x_train[idx], crop_padding=cfg.crop_padding, flip=cfg.flip, generator=gen
             )
+            yb = data.y_train[idx]
+            if ctx is not None:
+                # Every rank augments the whole global batch (so the generator stays in step with
+                # the single-process run), then keeps its own shard.
+                xb, yb = ctx.shard(xb), ctx.shard(yb)
             if cuda:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 logits = step_model(xb)
-            loss = F.cross_entropy(
-                logits.float(), data.y_train[idx], label_smoothing=cfg.label_smoothing
-            )
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            # On the unwrapped module, in full on every rank: DDP's gradient average over the ranks
+            # then leaves the penalty's gradient as it is in one process (see smoothviz.ddp).
             reg_total, reg_values = reg.penalty(step)
             opt.zero_grad(set_to_none=True)
             (loss + reg_total).backward()
@@ -337,8 +433,13 @@ def _train(
             lr = opt.param_groups[0]["lr"]
             sched.step()
             reg.proximal_step(step, lr)
+            if ctx is not None and cfg.proximal > 0 and (step + 1) % cfg.proximal_every == 0:
+                ctx.sync_tensors(reg.weights)  # identical SVDs, but never let the ranks drift
             sums += torch.stack([loss.detach(), *[v.detach() for v in reg_values]])
             bar.update(1)
+        if ctx is not None:
+            ctx.mean(sums)  # shard losses -> the global batch's mean loss
+            ctx.sync_buffers(model)  # rank 0's BatchNorm statistics, so every rank evaluates alike
         means = (sums / max(steps_per_epoch, 1)).tolist()  # the epoch's one host sync
         if not all(math.isfinite(v) for v in means):
             bar.close()
@@ -364,7 +465,7 @@ def _train(
         )
         history.append(row)
         bar.set_postfix(epoch=epoch + 1, loss=f"{means[0]:.3f}", test_acc=f"{test_acc:.3f}")
-        if paths is not None:
+        if writes:
             atomic_torch_save(
                 paths["partial"],
                 {
@@ -376,14 +477,34 @@ def _train(
                 },
             )
     bar.close()
+    if ctx is not None:
+        model = _plain_model(model, cfg, data, device)
     model.eval()
     run = TrainedRun(model, pd.DataFrame(history), cfg, None, from_cache=False)
-    if paths is not None:
-        _write_final(run, data, paths)
+    if writes:
+        _write_final(run, data, paths, ctx)
     return run
 
 
-def _write_final(run: TrainedRun, data: ImageData, paths: dict[str, Path]) -> None:
+def _plain_model(model: nn.Module, cfg: TrainConfig, data: ImageData, device: torch.device):
+    """The model as :func:`build_model` makes it (SyncBatchNorm back to BatchNorm), same weights."""
+    if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
+        return model
+    plain = build_model(
+        cfg.model, data.in_channels, data.num_classes, width=cfg.width, image_size=data.image_size
+    ).to(device)
+    if device.type == "cuda":
+        plain = plain.to(memory_format=torch.channels_last)
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+def _write_final(
+    run: TrainedRun,
+    data: ImageData,
+    paths: dict[str, Path],
+    ctx: ddp.DistributedContext | None = None,
+) -> None:
     """Weights first, the sidecar last: a sidecar exists only for a complete checkpoint."""
     state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
     atomic_torch_save(paths["weights"], state)
@@ -400,6 +521,14 @@ def _write_final(run: TrainedRun, data: ImageData, paths: dict[str, Path]) -> No
         "history": run.history.to_dict(orient="records"),
         "environment": environment_info(next(run.model.parameters()).device),
     }
+    if ctx is not None:
+        meta["data_parallel"] = {
+            "world_size": ctx.world_size,
+            "backend": ctx.backend,
+            "batchnorm": "none"
+            if not ddp.has_batchnorm(run.model)
+            else ("sync" if ddp.sync_batchnorm_supported(ctx) else "per-rank"),
+        }
     atomic_write_text(paths["sidecar"], json.dumps(meta, indent=2))
     paths["partial"].unlink(missing_ok=True)
     run.checkpoint = paths["weights"]

@@ -11,6 +11,7 @@ import pytest
 
 from smoothviz import report
 from smoothviz.config import ConfigError
+from smoothviz.notebook_params import TrainParams
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +200,8 @@ def test_report_json_and_landing_page_carry_the_headline_of_the_points_results(t
     assert page.index("Headline") < page.index(html_escape(sentence)) < page.index("Summary")
     assert '<td class="num best">86.4</td>' in page  # smooth's best at 70 %, in bold
     assert "BN re-est." in page and "500 images" in page
-    assert "first-order weight 0.02" in page  # which trainings were compared
+    # which trainings were compared: the default's smooth weight, as configured
+    assert f"first-order weight {TrainParams().first_order:g}" in page
 
 
 def html_escape(text):
