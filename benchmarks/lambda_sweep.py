@@ -19,6 +19,11 @@ restarted run redoes only what is missing (a method added to ``METHODS`` later i
 
     .venv/bin/python benchmarks/lambda_sweep.py            # ~20 trainings: about an hour on 2 CPU cores
     .venv/bin/python benchmarks/lambda_sweep.py --report   # rewrite the results from the cache only
+
+A run that has not measured every grid point (stopped early, or ``--report`` before every training
+is cached) writes partial results and says so: ``"complete": false`` and the ``missing`` points in
+the JSON, a "Partial results" section at the top of the Markdown, and per regulariser which weights
+its chosen weight was picked from.
 """
 
 from __future__ import annotations
@@ -135,6 +140,38 @@ def measure(cfg: TrainConfig, methods, reductions, data, *, train_missing: bool)
     ]
 
 
+def training_seconds(cfgs: dict[str, tuple[str, float, TrainConfig]]) -> list[float]:
+    """Wall seconds of each measured training (its epochs' sum, from the cached history)."""
+    out = []
+    for _, _, cfg in cfgs.values():
+        path = _rows_path(cfg)
+        if path.is_file():
+            history = json.loads(path.read_text()).get("history") or []
+            if history and all("seconds" in h for h in history):
+                out.append(sum(h["seconds"] for h in history))
+    return out
+
+
+def missing_points(cfgs: dict[str, tuple[str, float, TrainConfig]], df: pd.DataFrame) -> list[dict]:
+    """The grid points without compression rows, each with why (not trained, or not compressed)."""
+    measured = set(zip(df.regulariser, df.weight)) if len(df) else set()
+    out = []
+    in_grid_order = sorted(cfgs.values(), key=lambda p: ([*GRID, p[0]].index(p[0]), p[1]))
+    for reg, weight, cfg in in_grid_order:
+        if (reg, weight) in measured:
+            continue
+        trained = load_cached(cfg) is not None
+        out.append(
+            {
+                "regulariser": reg,
+                "weight": weight,
+                "config_hash": cfg.config_hash(),
+                "why": "trained, not yet compressed" if trained else "not trained yet",
+            }
+        )
+    return out
+
+
 def choose_weights(df: pd.DataFrame) -> dict[str, dict]:
     """Per regulariser, the weight with the best mean accuracy (over methods) at ``KEY_REDUCTION``.
 
@@ -167,16 +204,55 @@ def choose_weights(df: pd.DataFrame) -> dict[str, dict]:
             "test_acc_uncompressed": float(pick.test_acc_uncompressed),
             "baseline_test_acc_uncompressed": base_acc,
             "fallback": not len(ok),
+            "weights_measured": sorted(float(w) for w in g.weight),
+            "grid_complete": reg in GRID and len(g) == len(GRID[reg]),
         }
     return chosen
 
 
-def markdown(df: pd.DataFrame, chosen: dict, env: dict, seconds: float) -> str:
+def markdown(
+    df: pd.DataFrame,
+    chosen: dict,
+    env: dict,
+    seconds: float,
+    missing: list[dict] | None = None,
+    train_seconds: list[float] | None = None,
+) -> str:
     ok = df[df.error.isna()]
+    missing = missing or []
     lines = [
         "# Regulariser weight sweep: resnet18 (width 16, 4 epochs, 20,000 training images) on "
-        "Fashion-MNIST (full 10,000-image test split)",
+        "Fashion-MNIST (full 10,000-image test split)" + (" — PARTIAL" if missing else ""),
         "",
+    ]
+    if missing:
+        untrained = sum(m["why"] == "not trained yet" for m in missing)
+        lines += [
+            "## Partial results",
+            "",
+            f"{len(missing)} of {len(missing) + df.groupby(['regulariser', 'weight']).ngroups} "
+            "grid points are not measured: the run was stopped before their trainings ended. "
+            "Their regularisers' chosen weights below are picked among the measured weights only "
+            "(column `weights measured`); a regulariser with none has no chosen weight.",
+            "",
+        ]
+        lines += [f"- {m['regulariser']} {m['weight']:g}: {m['why']}" for m in missing]
+        cost = ""
+        if train_seconds:
+            cost = (
+                f" Each measured training here took {min(train_seconds) / 60:.0f} to "
+                f"{max(train_seconds) / 60:.0f} min (the machine was shared; the low end is "
+                f"close to an idle one), so the {untrained} missing trainings take roughly "
+                f"{untrained * min(train_seconds) / 60:.0f} min on 2 idle CPU cores, plus their "
+                "compression."
+            )
+        lines += [
+            "",
+            "Finish with `.venv/bin/python benchmarks/lambda_sweep.py` (it resumes from the "
+            f"checkpoint cache).{cost}",
+            "",
+        ]
+    lines += [
         f"Device: {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}; "
         f"wall time of this invocation {seconds:.0f} s (trainings come from the checkpoint cache "
         "when present).",
@@ -188,13 +264,16 @@ def markdown(df: pd.DataFrame, chosen: dict, env: dict, seconds: float) -> str:
         "fewer parameters, among weights that keep the uncompressed accuracy within 0.5 pp of the "
         "baseline)",
         "",
-        "| regulariser | chosen weight | uncompressed | mean accuracy at 70 % over methods |",
-        "|---|---:|---:|---:|",
+        "| regulariser | chosen weight | uncompressed | mean accuracy at 70 % over methods "
+        "| weights measured |",
+        "|---|---:|---:|---:|---|",
     ]
     for reg, c in chosen.items():
+        measured = ", ".join(f"{w:g}" for w in c["weights_measured"])
+        grid = "" if c["grid_complete"] else f" (of {', '.join(f'{w:g}' for w in GRID[reg])})"
         lines.append(
             f"| {reg} | {c['weight']:g} | {c['test_acc_uncompressed']:.4f} | "
-            f"{c['mean_acc_at_key']:.4f} |"
+            f"{c['mean_acc_at_key']:.4f} | {measured}{grid} |"
         )
     for col, title in (
         ("test_acc", "Test accuracy"),
@@ -230,7 +309,7 @@ def markdown(df: pd.DataFrame, chosen: dict, env: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
+def plot(df: pd.DataFrame, path: Path, missing: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,6 +318,11 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     from smoothviz.plots import lambda_sweep_grid
 
     fig = lambda_sweep_grid(df, target=KEY_REDUCTION)
+    if missing:
+        fig.suptitle(
+            f"{fig.get_suptitle()}\nPARTIAL sweep: {len(missing)} grid points not measured "
+            f"({', '.join(sorted({m['regulariser'] for m in missing}))}; see lambda_sweep.md)"
+        )
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
@@ -254,7 +338,7 @@ def main(argv=None) -> None:
         print(f"== {reg} {weight:g} ({cfg.config_hash()})", flush=True)
         for r in measure(cfg, args.methods, args.reductions, data, train_missing=not args.report):
             rows.append({"regulariser": reg, "weight": weight, **r})
-        cfgs[f"{reg}={weight:g}"] = cfg
+        cfgs[f"{reg}={weight:g}"] = (reg, weight, cfg)
     df = pd.DataFrame(rows)
     if len(df):  # tables and plot in grid order, whatever order the trainings ran in
         order = {reg: i for i, reg in enumerate(["baseline", *GRID])}
@@ -266,6 +350,7 @@ def main(argv=None) -> None:
     if df.empty:
         raise SystemExit("nothing measured yet: run without --report first")
     chosen = choose_weights(df)
+    missing = missing_points(cfgs, df)
     seconds = time.perf_counter() - t0
     env = environment_info(device)
     out = args.out
@@ -277,14 +362,19 @@ def main(argv=None) -> None:
         "extra": EXTRA,
         "reductions": args.reductions,
         "methods": args.methods,
+        "complete": not missing,
+        "missing": missing,
         "chosen": chosen,
-        "configs": {k: c.to_dict() for k, c in cfgs.items()},
-        "config_hashes": {k: c.config_hash() for k, c in cfgs.items()},
+        "configs": {k: c.to_dict() for k, (_, _, c) in cfgs.items()},
+        "config_hashes": {k: c.config_hash() for k, (_, _, c) in cfgs.items()},
         "rows": json.loads(df.to_json(orient="records")),
     }
     atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
-    atomic_write_text(out / f"{args.name}.md", markdown(df, chosen, env, seconds))
-    plot(df, out / f"{args.name}.png")
+    atomic_write_text(
+        out / f"{args.name}.md",
+        markdown(df, chosen, env, seconds, missing, training_seconds(cfgs)),
+    )
+    plot(df, out / f"{args.name}.png", missing)
     print((out / f"{args.name}.md").read_text())
 
 

@@ -198,7 +198,8 @@ print(headline_sentence(headline))""",
             "## How the regulariser weight was chosen\n\n"
             "Only with `show_lambda_sweep` (the `full` preset): accuracy at 70 % fewer parameters "
             "against each regulariser's weight, measured on the benchmark model by "
-            "`benchmarks/lambda_sweep.py`; the defaults come from it.",
+            "`benchmarks/lambda_sweep.py`; the `full` preset's first-order weight comes from it "
+            "(its `lambda_sweep.md` says which weights were measured).",
         ),
         ("code", "params.lambda_sweep_figure();"),
     ],

@@ -15,6 +15,7 @@ command-line parameters against them before any work, and a test checks that
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 from collections.abc import Mapping
@@ -362,7 +363,15 @@ class TradeoffParams(NotebookParams):
                 f"notebook parameter 'show_lambda_sweep': {LAMBDA_SWEEP_RESULTS} is missing; run "
                 "benchmarks/lambda_sweep.py or set show_lambda_sweep to False"
             )
-        return lambda_sweep_grid(pd.read_csv(LAMBDA_SWEEP_RESULTS), target=target)
+        fig = lambda_sweep_grid(pd.read_csv(LAMBDA_SWEEP_RESULTS), target=target)
+        summary = LAMBDA_SWEEP_RESULTS.with_suffix(".json")
+        missing = json.loads(summary.read_text()).get("missing") if summary.is_file() else None
+        if missing:  # a stopped sweep: say so on the figure, not only in lambda_sweep.md
+            fig.suptitle(
+                f"{fig.get_suptitle()}\nPARTIAL sweep: {len(missing)} grid points not measured "
+                f"({', '.join(sorted({m['regulariser'] for m in missing}))}; see lambda_sweep.md)"
+            )
+        return fig
 
 
 @dataclass(frozen=True)
