@@ -105,8 +105,8 @@ class NotebookParams:
     title: ClassVar[str] = ""
 
     # The main job's defaults (the report's ``default`` preset), from
-    # benchmarks/results/main_job_model.md: the candidate whose two trainings both reach >= 0.89 on
-    # the full test split within the 5-minute main job and keep the most at 70 % fewer parameters.
+    # benchmarks/results/main_job_model.md: both trainings reach >= 0.89 on the full test split and
+    # smoothing buys the largest gap at 70 % fewer parameters of the candidates (docs/notebooks.md).
     # The smoothness weight follows lambda_sweep.md's rule (the weight with the best accuracy at
     # 70 % among those costing <= 0.5 pp uncompressed): on the benchmark model that is 0.02, which
     # costs this narrower model 1.0 pp (0.8887 vs 0.8991), so here the rule gives 0.01 (0.3 pp).

@@ -88,3 +88,16 @@ def test_a_partial_sweep_says_so_and_chooses_only_among_measured_weights():
         fig = TradeoffParams(show_lambda_sweep=True).lambda_sweep_figure()
         assert "PARTIAL" in fig.get_suptitle()
         plt.close(fig)
+
+
+def test_the_readme_states_the_default_trainings_measured_numbers():
+    rows = json.loads((RESULTS / "main_job_model.json").read_text())["rows"]
+    measured = {r["config_hash"]: r for r in rows}
+    readme = " ".join((RESULTS.parent.parent / "README.md").read_text().split())
+    for cfg in TrainParams().training_configs().values():
+        row = measured[cfg.config_hash()]
+        assert f"{row['test_acc']:.4f}" in readme
+        method, best = max(row["test_acc_at_70"].items(), key=lambda kv: kv[1])
+        assert f"{best:.4f}" in readme, (method, best)
+        assert f"{row['params']:,} parameters" in readme
+    assert f"first-order smoothness weight {TrainParams().first_order:g}" in readme
