@@ -16,6 +16,8 @@ from importlib import import_module
 from smoothviz.compress import (
     BudgetError,
     compress_from_factors,
+    data_aware_svd_compress,
+    data_aware_svd_factors,
     interpolative_compress,
     load_compressed,
     prune_channels,
@@ -61,6 +63,7 @@ def __getattr__(name: str):
 __all__ = [
     "BudgetError", "ConfigError", "ImageData", "TrainConfig", "TrainedRun", "TrainingDiverged",
     "bn_reestimate", "build_model", "compress_from_factors", "count_flops", "count_params",
+    "data_aware_svd_compress", "data_aware_svd_factors",
     "evaluate", "from_tensors", "interpolative_compress", "load_compressed", "load_dataset",
     "measure_latency", "prune_channels", "prune_magnitude", "save_compressed", "seed_everything",
     "svd_compress", "svd_factors", "train", *_LAZY,

@@ -10,6 +10,7 @@ reused for every budget.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from torch import nn
 from smoothviz.compress import (
     METHODS,
     BudgetError,
+    data_aware_svd_compress,
+    data_aware_svd_factors,
     interpolative_compress,
     interpolative_factors,
     prune_channels,
@@ -48,6 +51,7 @@ COLUMNS = [
     "params_uncompressed",
     "flops",
     "latency_ms",
+    "compress_seconds",
     "test_acc",
     "test_loss",
     "test_acc_bn_reestimated",
@@ -66,30 +70,55 @@ def compress(
     calibration: torch.Tensor | None = None,
     cache: dict[str, Any] | None = None,
     layers: Sequence[str] | str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Compress ``model`` by ``method`` (one of ``METHODS``) to a whole-network reduction target.
 
-    ``cache`` (a dict you keep per model) stores the SVD factors and ID pivoted QRs between calls.
+    ``cache`` (a dict you keep per model) stores what is computed once per model between calls:
+    the SVD factors, the data-aware SVD factors, the ID pivoted QRs and any allocation scores
+    derived from them. ``options`` are extra keyword arguments of the method's function, e.g.
+    ``{"allocation": "sensitivity"}`` for ``svd`` or ``{"sequential": False}`` for
+    ``svd_data_aware``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"options must be a dict of keyword arguments or None, got {options!r}")
+    opts = dict(options or {})
     cache = {} if cache is None else cache
     if method == "svd":
         if "svd" not in cache:
             cache["svd"] = svd_factors(model, layers)
+        if opts.get("allocation", "energy") != "energy":
+            opts.setdefault("calibration", calibration)
         return svd_compress(
-            model, param_reduction=param_reduction, layers=layers, factors=cache["svd"]
+            model, param_reduction=param_reduction, layers=layers, factors=cache["svd"], **opts
+        )
+    if method == "svd_data_aware":
+        if calibration is None:
+            raise TypeError("calibration is required for method='svd_data_aware'")
+        made_with = {k: opts.pop(k) for k in ("damping", "output_weighting") if k in opts}
+        key = ("svd_data_aware", tuple(sorted(made_with.items())))
+        if key not in cache:
+            cache[key] = data_aware_svd_factors(model, calibration, layers=layers, **made_with)
+        return data_aware_svd_compress(
+            model,
+            calibration,
+            param_reduction=param_reduction,
+            layers=layers,
+            factors=cache[key],
+            **opts,
         )
     if method == "prune_magnitude":
-        return prune_magnitude(model, param_reduction=param_reduction, layers=layers)
+        return prune_magnitude(model, param_reduction=param_reduction, layers=layers, **opts)
     if method == "prune_channels":
-        return prune_channels(model, param_reduction=param_reduction, layers=layers)
+        return prune_channels(model, param_reduction=param_reduction, layers=layers, **opts)
     if "interpolative" not in cache:
         if calibration is None:
             raise TypeError("calibration is required for method='interpolative'")
         cache["interpolative"] = interpolative_factors(model, calibration, layers=layers)
     return interpolative_compress(
-        model, param_reduction=param_reduction, factors=cache["interpolative"]
+        model, param_reduction=param_reduction, factors=cache["interpolative"], **opts
     )
 
 
@@ -106,6 +135,7 @@ def sweep(
     latency_batch: int = 32,
     latency_repeats: int = 10,
     seed: int = 0,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Compress every model by every method at every target and measure each result.
@@ -115,7 +145,8 @@ def sweep(
     models
         ``{training name: trained model}`` (not modified), e.g. ``{"baseline": ..., "smooth": ...}``.
     methods
-        Any of ``"svd"``, ``"prune_magnitude"``, ``"prune_channels"``, ``"interpolative"``.
+        Any of :data:`smoothviz.compress.METHODS`: ``"svd"``, ``"svd_data_aware"``,
+        ``"prune_magnitude"``, ``"prune_channels"``, ``"interpolative"``.
     reductions
         Whole-network parameter-reduction targets, each in [0, 1).
     data
@@ -123,7 +154,7 @@ def sweep(
     bn_reestimate
         Also report accuracy after BatchNorm re-estimation on training images (own columns).
     calibration_size
-        Training images used by the interpolative decomposition (at most all of them).
+        Training images used by the data-aware methods (at most all of them).
     bn_images
         Training images used for BN re-estimation.
     layers
@@ -132,6 +163,9 @@ def sweep(
         Batch size and timed repetitions of the latency measurement (median reported).
     seed
         Chooses the calibration images.
+    options
+        ``{method: {keyword: value}}``: extra arguments of a method's function, e.g.
+        ``{"svd": {"allocation": "sensitivity"}}`` (see :func:`compress`).
     progress
         Show a tqdm progress bar.
 
@@ -149,6 +183,14 @@ def sweep(
     if bad or not methods:
         raise ValueError(f"methods: {bad or 'none'} given; allowed: {list(METHODS)}")
     reductions = [check_reduction(r, "reductions") for r in reductions]
+    options = {} if options is None else options
+    if not isinstance(options, Mapping) or any(
+        not isinstance(v, Mapping) for v in options.values()
+    ):
+        raise TypeError(f"options must be a dict {{method: {{keyword: value}}}}, got {options!r}")
+    stray = [m for m in options if m not in methods]
+    if stray:
+        raise ValueError(f"options: {stray} are not among the methods swept ({list(methods)})")
     if not isinstance(data, ImageData):
         raise TypeError(f"data must be an ImageData, got {type(data).__name__}")
     if (
@@ -185,9 +227,17 @@ def sweep(
                     "error": None,
                 }
                 try:
+                    t0 = time.perf_counter()
                     small = compress(
-                        model, method, target, calibration=calibration, cache=cache, layers=layers
+                        model,
+                        method,
+                        target,
+                        calibration=calibration,
+                        cache=cache,
+                        layers=layers,
+                        options=options.get(method),
                     )
+                    row["compress_seconds"] = time.perf_counter() - t0
                 except BudgetError as exc:
                     row["error"] = str(exc)
                     rows.append(row)

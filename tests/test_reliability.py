@@ -33,10 +33,13 @@ import torch
 from smoothviz.cli import main
 from smoothviz.compress import (
     BudgetError,
+    data_aware_svd_compress,
+    data_aware_svd_factors,
     interpolative_compress,
     prune_channels,
     prune_magnitude,
     svd_compress,
+    svd_factors,
 )
 from smoothviz.config import ConfigError, TrainConfig
 from smoothviz.data import ImageData, from_tensors, load_dataset
@@ -97,6 +100,18 @@ def _cnn() -> torch.nn.Module:
 def _mlp() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model("mlp", 1, 10, width=16, image_size=8).eval()
+
+
+@functools.cache
+def _grouped() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.Conv2d(4, 2, 1)
+    ).eval()
+
+
+def _da_factors():
+    return data_aware_svd_factors(_cnn(), _calib(4, 1, 8, 8))
 
 
 def _calib(*shape: int, fill: float | None = None) -> torch.Tensor:
@@ -327,6 +342,75 @@ BAD_INPUT: list[Case] = [
          _PM + r" param_reduction, energy, ranks; got \['energy', 'ranks'\]"),
     Case("svd/unknown-layer", lambda: svd_compress(_cnn(), ranks=2, layers=["nope"]), ValueError,
          r"layers: \['nope'\] are not"),
+    Case("svd/allocation-unknown", lambda: svd_compress(_cnn(), param_reduction=0.3,
+                                                        allocation="loss"),
+         ValueError, r"allocation must be one of \['energy', 'output_error', 'sensitivity'\]"),
+    Case("svd/allocation-without-calibration",
+         lambda: svd_compress(_cnn(), param_reduction=0.3, allocation="output_error"), TypeError,
+         r"calibration is required for allocation='output_error'"),
+    Case("svd/allocation-with-ranks", lambda: svd_compress(_cnn(), ranks=2,
+                                                           allocation="sensitivity"),
+         TypeError, r"allocation='sensitivity' splits a param_reduction budget"),
+    Case("svd/allocation-calibration-nan", lambda: svd_compress(
+        _cnn(), param_reduction=0.3, allocation="sensitivity",
+        calibration=_calib(4, 1, 8, 8, fill=float("nan"))), ValueError,
+         r"calibration contains NaN or infinite values"),
+    # --- data-aware SVD
+    Case("svd_data_aware/calibration-missing",
+         lambda: data_aware_svd_compress(_cnn(), param_reduction=0.3), TypeError,
+         r"calibration is required \(no factors are given\)"),
+    Case("svd_data_aware/calibration-missing-sequential",
+         lambda: data_aware_svd_compress(_cnn(), param_reduction=0.3, factors=_da_factors()),
+         TypeError, r"calibration is required \(sequential=True refits on it\)"),
+    Case("svd_data_aware/calibration-list",
+         lambda: data_aware_svd_compress(_cnn(), [[0.0]], param_reduction=0.3), TypeError,
+         r"calibration must be a tensor of inputs \(N, ...\), got list"),
+    Case("svd_data_aware/calibration-wrong-channels",
+         lambda: data_aware_svd_compress(_cnn(), _calib(4, 3, 8, 8), param_reduction=0.3),
+         ValueError,
+         r"calibration must have shape \(N, 1, H, W\) for this model, got \(4, 3, 8, 8\)"),
+    Case("svd_data_aware/calibration-wrong-features",
+         lambda: data_aware_svd_factors(_mlp(), _calib(4, 1, 7, 7)), ValueError,
+         r"calibration of shape \(4, 1, 7, 7\) does not fit the model"),
+    Case("svd_data_aware/calibration-nan", lambda: data_aware_svd_compress(
+        _cnn(), _calib(4, 1, 8, 8, fill=float("nan")), param_reduction=0.3), ValueError,
+         r"calibration contains NaN or infinite values"),
+    Case("svd_data_aware/calibration-inf", lambda: data_aware_svd_factors(
+        _cnn(), _calib(4, 1, 8, 8, fill=float("inf"))), ValueError,
+         r"calibration contains NaN or infinite values"),
+    Case("svd_data_aware/calibration-empty", lambda: data_aware_svd_factors(
+        _cnn(), torch.zeros(0, 1, 8, 8)), ValueError, r"calibration must be a float tensor"),
+    Case("svd_data_aware/damping-zero", lambda: data_aware_svd_compress(
+        _cnn(), _calib(4, 1, 8, 8), param_reduction=0.3, damping=0), ValueError,
+         r"damping must be a number in \(0, 1\], got 0"),
+    Case("svd_data_aware/damping-nan", lambda: data_aware_svd_factors(
+        _cnn(), _calib(4, 1, 8, 8), damping=float("nan")), ValueError, r"damping must be"),
+    Case("svd_data_aware/output-weighting-unknown", lambda: data_aware_svd_factors(
+        _cnn(), _calib(4, 1, 8, 8), output_weighting="bn"), ValueError,
+         r"output_weighting must be one of \['batchnorm', 'none'\], got 'bn'"),
+    Case("svd_data_aware/allocation-unknown", lambda: data_aware_svd_compress(
+        _cnn(), _calib(4, 1, 8, 8), param_reduction=0.3, allocation="flops"), ValueError,
+         r"allocation must be one of \['output_error', 'energy', 'sensitivity'\], got 'flops'"),
+    Case("svd_data_aware/sequential-not-bool", lambda: data_aware_svd_compress(
+        _cnn(), _calib(4, 1, 8, 8), param_reduction=0.3, sequential="yes"), TypeError,
+         r"sequential must be True or False, got 'yes'"),
+    Case("svd_data_aware/batch-size-zero", lambda: data_aware_svd_factors(
+        _cnn(), _calib(4, 1, 8, 8), batch_size=0), ValueError,
+         r"batch_size must be an int >= 1, got 0"),
+    Case("svd_data_aware/weight-only-factors", lambda: data_aware_svd_compress(
+        _cnn(), _calib(4, 1, 8, 8), param_reduction=0.3, factors=svd_factors(_cnn())), TypeError,
+         r"factors must come from data_aware_svd_factors"),
+    Case("svd_data_aware/no-option", lambda: data_aware_svd_compress(_cnn(), _calib(4, 1, 8, 8)),
+         TypeError, _PM + r" param_reduction, energy, ranks; got none"),
+    Case("svd_data_aware/reduction-unreachable", lambda: data_aware_svd_compress(
+        _cnn(), _calib(4, 1, 8, 8), param_reduction=0.99), BudgetError,
+         r"param_reduction=0.990 cannot be reached"),
+    Case("svd_data_aware/rank-too-large", lambda: data_aware_svd_compress(
+        _cnn(), _calib(4, 1, 8, 8), ranks={"3": 1000}), ValueError,
+         r"ranks\['3'\] must be an int in \[1, \d+\], got 1000"),
+    Case("svd_data_aware/grouped-layer-named",
+         lambda: data_aware_svd_compress(_grouped(), _calib(2, 1, 8, 8), ranks={"1": 2}),
+         ValueError, r"layers: \['1'\] are grouped/depthwise convolutions"),
     Case("prune/amount-1", lambda: prune_magnitude(_cnn(), amount=1.0), ValueError,
          r"amount must be in \[0, 1\), got 1.0"),
     Case("prune/amount-string", lambda: prune_magnitude(_cnn(), amount="0.5"), TypeError,
@@ -408,6 +492,14 @@ BAD_INPUT: list[Case] = [
          r"method must be one of \['svd'"),
     Case("sweep/compress-id-without-calibration", lambda: _compress("interpolative", 0.5),
          TypeError, r"calibration is required for method='interpolative'"),
+    Case("sweep/compress-data-aware-without-calibration",
+         lambda: _compress("svd_data_aware", 0.5), TypeError,
+         r"calibration is required for method='svd_data_aware'"),
+    Case("sweep/options-for-a-method-not-swept",
+         lambda: _sweep(options={"interpolative": {"keep": {}}}), ValueError,
+         r"options: \['interpolative'\] are not among the methods swept"),
+    Case("sweep/options-not-a-dict", lambda: _sweep(options={"svd": "sensitivity"}), TypeError,
+         r"options must be a dict \{method: \{keyword: value\}\}"),
     # --- notebook parameters (what papermill injects)
     Case("notebook/unknown-parameter", lambda: TrainParams.from_notebook({"widht": 8}),
          ConfigError, r"unknown notebook parameter\(s\) \['widht'\] for 01_train; allowed"),
@@ -527,6 +619,7 @@ def test_bad_input_table_covers_every_area(capsys):
         "model",
         "layers",
         "svd",
+        "svd_data_aware",
         "prune",
         "id",
         "notebook",

@@ -9,16 +9,25 @@ parameter count is recomputed exactly after every removal, coupled layers (a cha
 the next layer too) and step-shaped costs (SVD only pays off below the break-even rank) are
 handled exactly. The scores:
 
-- SVD: the fraction of the layer's energy ``σ_j² / Σσ²`` carried by the singular value;
+- SVD: the fraction of the layer's energy ``σ_j² / Σσ²`` carried by the singular value
+  (``allocation="energy"``, the default);
+- data-aware SVD: the absolute output error ``σ_j²`` of the whitened SVD
+  (``allocation="output_error"``, the default; see :mod:`smoothviz.compress.data_aware_svd`);
+- either SVD, ``allocation="sensitivity"``: the measured damage (KL to the uncompressed outputs)
+  of cutting the layer alone to each size (:mod:`smoothviz.compress.sensitivity`);
 - interpolative decomposition: the pivoted-QR error proxy ``|R[j, j] / R[0, 0]|``;
 - structured pruning: the filter's L1 norm over the layer's largest filter L1 norm.
+
+The scores must compare across groups, because one threshold cuts them all: a per-layer
+normalised score (energy fractions) gives every layer the same *relative* error, an absolute one
+(output error, measured damage) the same *absolute* damage.
 
 Implemented by hand: it is a short greedy walk, and the per-method scores are ours (design.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +55,40 @@ def exactly_one(**options: object) -> str:
         names = ", ".join(options)
         raise TypeError(f"pass exactly one of {names}; got {given or 'none'}")
     return given[0]
+
+
+def check_allocation(
+    allocation: object,
+    allowed: Sequence[str],
+    *,
+    default: str,
+    mode: str,
+    calibration: object,
+    needs_calibration: Sequence[str] = (),
+) -> str:
+    """Validate an ``allocation=`` choice (how a ``param_reduction`` is split across layers).
+
+    Raises
+    ------
+    ValueError
+        If it is not one of ``allowed``.
+    TypeError
+        If a non-default allocation is given without ``param_reduction`` (it would be ignored), or
+        one that needs calibration data is given without it.
+    """
+    if not isinstance(allocation, str) or allocation not in allowed:
+        raise ValueError(f"allocation must be one of {list(allowed)}, got {allocation!r}")
+    if mode != "param_reduction" and allocation != default:
+        raise TypeError(
+            f"allocation={allocation!r} splits a param_reduction budget across layers; it does "
+            f"not apply when {mode} is given"
+        )
+    if mode == "param_reduction" and allocation in needs_calibration and calibration is None:
+        raise TypeError(
+            f"calibration is required for allocation={allocation!r}: pass training inputs "
+            f"(N, ...) as calibration="
+        )
+    return allocation
 
 
 def check_reachable(

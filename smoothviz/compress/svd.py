@@ -21,8 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from smoothviz.compress.budget import allocate, check_reachable, check_reduction, exactly_one
+from smoothviz.compress.budget import (
+    allocate,
+    check_allocation,
+    check_reachable,
+    check_reduction,
+    exactly_one,
+)
+from smoothviz.compress.calibration import check_calibration
 from smoothviz.layers import matrix_view, select_layers
+
+SVD_ALLOCATIONS = ("energy", "output_error", "sensitivity")
 
 
 class Factorized(nn.Sequential):
@@ -70,11 +79,24 @@ class LayerFactors:
 
 
 class SVDFactors(Mapping):
-    """Cached SVDs of a model's layers, by layer name; build with :func:`svd_factors`."""
+    """Cached SVDs of a model's layers, by layer name; build with :func:`svd_factors`.
+
+    ``cache`` holds what is computed once per model on top of the SVDs (allocation scores that
+    need calibration data, sensitivity tables); a :meth:`subset` shares it.
+    """
+
+    method = "svd"  # recorded in compression_info by compress_from_factors
 
     def __init__(self, factors: dict[str, LayerFactors], total_params: int) -> None:
         self._factors = factors
         self.total_params = total_params
+        self.cache: dict = {}
+
+    def subset(self, names: Sequence[str]) -> SVDFactors:
+        """The factors of ``names`` only, sharing this object's ``cache``."""
+        out = copy.copy(self)
+        out._factors = {n: self._factors[n] for n in names}
+        return out
 
     def __getitem__(self, name: str) -> LayerFactors:
         return self._factors[name]
@@ -279,7 +301,7 @@ def compress_from_factors(
             used[name] = int(r)
         else:
             used[name] = None
-    new.compression_info = {"method": "svd", "ranks": used}
+    new.compression_info = {"method": getattr(factors, "method", "svd"), "ranks": used}
     return new
 
 
@@ -291,6 +313,8 @@ def svd_compress(
     ranks: Mapping[str, int] | int | None = None,
     layers: Sequence[str] | str | None = None,
     factors: SVDFactors | None = None,
+    allocation: str = "energy",
+    calibration: torch.Tensor | None = None,
 ) -> nn.Module:
     """Compress with truncated SVD; returns a new model, the input is left untouched.
 
@@ -310,6 +334,16 @@ def svd_compress(
         Layer selection (default: every Conv2d/Linear but the first and the last).
     factors
         Cached :func:`svd_factors` of ``model`` to skip the SVDs.
+    allocation
+        How ``param_reduction`` is split across layers: ``"energy"`` (default, the paper's
+        method: one threshold on ``σ_j² / Σσ²``), ``"output_error"`` (one threshold on the output
+        error each removal causes on ``calibration``, post-BatchNorm, see
+        :func:`~smoothviz.compress.data_aware_svd.output_error_scores`) or ``"sensitivity"``
+        (measured KL to the uncompressed outputs of cutting each layer alone, see
+        :mod:`smoothviz.compress.sensitivity`). The truncation itself stays weight-only.
+    calibration
+        Training inputs ``(N, ...)``; needed by ``"output_error"`` and ``"sensitivity"``.
+        The scores are computed once and kept in ``factors.cache``.
 
     Exactly one of ``param_reduction``, ``energy``, ``ranks`` must be given.
 
@@ -324,6 +358,16 @@ def svd_compress(
     elif mode == "energy":
         if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0 < energy <= 1:
             raise ValueError(f"energy must be a number in (0, 1], got {energy!r}")
+    check_allocation(
+        allocation,
+        SVD_ALLOCATIONS,
+        default="energy",
+        mode=mode,
+        calibration=calibration,
+        needs_calibration=("output_error", "sensitivity"),
+    )
+    if calibration is not None:
+        check_calibration(model, calibration)
     if isinstance(ranks, Mapping):
         if layers is not None:
             raise TypeError("pass layers or a ranks dict (whose keys are the layers), not both")
@@ -352,11 +396,15 @@ def svd_compress(
         missing = [n for n, _ in chosen if n not in factors]
         if missing:
             raise ValueError(f"factors: no cached SVD for layers {missing}")
-        factors = SVDFactors({n: factors[n] for n, _ in chosen}, factors.total_params)
+        factors = factors.subset([n for n, _ in chosen])
     if mode == "ranks":
         _check_ranks(factors, ranks)
     elif mode == "energy":
         ranks = factors.ranks_for_energy(float(energy))
-    else:
+    elif allocation == "energy":
         ranks = factors.ranks_for_reduction(float(param_reduction))
+    else:
+        from smoothviz.compress.data_aware_svd import allocate_ranks
+
+        ranks = allocate_ranks(model, factors, float(param_reduction), allocation, calibration)
     return compress_from_factors(model, factors, ranks)
