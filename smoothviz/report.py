@@ -74,6 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reductions": [0.3, 0.5, 0.7, 0.85, 0.9],
         "bn_reestimate": True,
         "show_lambda_sweep": True,
+        "methods": None,  # every method in compress.METHODS
     },
     # CIFAR-10 with the CIFAR-style ResNet-18, as in the paper (files must already be on disk).
     "cifar10": {
@@ -84,6 +85,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_subset": None,
         "eval_subset": None,
         "bn_reestimate": True,
+        "methods": None,  # every method in compress.METHODS
     },
 }
 # Without the full Fashion-MNIST on disk, a preset that asks for it (and a user who did not name a

@@ -101,3 +101,19 @@ def test_the_readme_states_the_default_trainings_measured_numbers():
         assert f"{best:.4f}" in readme, (method, best)
         assert f"{row['params']:,} parameters" in readme
     assert f"first-order smoothness weight {TrainParams().first_order:g}" in readme
+
+
+def test_the_default_methods_are_measured_ones_and_the_full_preset_runs_every_method():
+    from smoothviz.compress import METHODS
+    from smoothviz.notebook_params import DEFAULT_METHODS
+    from smoothviz.report import plan
+
+    assert set(DEFAULT_METHODS) <= set(METHODS) and len(set(DEFAULT_METHODS)) == len(
+        DEFAULT_METHODS
+    )
+    assert TradeoffParams().method_list == list(DEFAULT_METHODS)
+    cost = json.loads((RESULTS / "report_methods_cost.json").read_text())
+    assert set(DEFAULT_METHODS) <= {r["method"] for r in cost["methods"]}
+    for preset in ("full", "cifar10"):
+        tradeoff = [nb for nb in plan(preset)[0].notebooks if nb.name == "04_tradeoff"][0]
+        assert TradeoffParams.from_dict(tradeoff.parameters).method_list == list(METHODS)
