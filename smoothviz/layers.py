@@ -1,9 +1,23 @@
 """Which layers smoothviz acts on, and the matrix view of their weights.
 
 Regularisers and compression methods share one notion of a "compressible layer": a ``Conv2d`` or
-``Linear`` module, addressed by its dotted name in ``model.named_modules()``. By default the first
-such layer (the stem, whose input has only a few channels) and the last one (the classifier) are left
-out, as in design.md.
+``Linear`` module, addressed by its dotted name in ``model.named_modules()``. What ``layers=None``
+means depends on who asks (``method=``), because the first layer is a poor candidate for one method
+and a good one for another:
+
+- ``"regularizers"`` (training, analysis, magnitude pruning): every such layer but the first (the
+  stem, whose input has only a few channels) and the last (the classifier), as in design.md. This
+  default is unchanged so that cached checkpoints (whose config hash includes ``layers=None``) keep
+  meaning what they meant.
+- ``"svd"``: the same, plus the first layer when factorising it can save parameters at a useful
+  rank: its break-even rank ``m·n/(m+n)`` (rank below which the two factors are smaller than the
+  ``m×n`` matrix view) is at least :data:`MIN_BREAK_EVEN_RANK`. A Linear on 784 pixels with 512
+  outputs (break-even 309) is included; a 3×3 stem on 1 or 3 input channels (matrix views 16×9 or
+  64×27, break-even 6 or 19) is not. The classifier stays out.
+- ``"channels"`` (``prune_channels``, ``interpolative_compress``): every layer is a candidate
+  *producer*; the first layer's output channels are as prunable as any other whatever its input
+  size. The classifier's outputs are never cut: they reach the model's output, which the channel
+  group finder (:mod:`smoothviz.compress.chains`) never cuts.
 """
 
 from __future__ import annotations
@@ -14,6 +28,8 @@ import torch
 from torch import nn
 
 COMPRESSIBLE_TYPES = (nn.Conv2d, nn.Linear)
+DEFAULT_FOR = ("regularizers", "svd", "channels")
+MIN_BREAK_EVEN_RANK = 32
 
 
 def compressible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -21,8 +37,76 @@ def compressible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, COMPRESSIBLE_TYPES)]
 
 
+def break_even_rank(module: nn.Module) -> float:
+    """``m·n/(m+n)`` of the matrix view: a rank-``r`` factorisation saves parameters iff ``r`` is
+    below it."""
+    m, n = matrix_view(module.weight).shape
+    return m * n / (m + n)
+
+
+def default_layers(model: nn.Module, method: str = "regularizers") -> list[tuple[str, nn.Module]]:
+    """The layers ``layers=None`` stands for, for ``method`` (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        The network.
+    method
+        ``"regularizers"`` (all but the first and last Conv2d/Linear), ``"svd"`` (the same plus the
+        first layer when its break-even rank is at least :data:`MIN_BREAK_EVEN_RANK`) or
+        ``"channels"`` (every Conv2d/Linear as a producer; outputs that reach the model's output,
+        such as the classifier's, are never cut by the channel methods).
+    """
+    if method not in DEFAULT_FOR:
+        raise ValueError(f"method must be one of {list(DEFAULT_FOR)}, got {method!r}")
+    found = compressible_layers(model)
+    if method == "channels":
+        return found
+    chosen = found[1:-1]
+    if method == "svd" and len(found) > 1 and break_even_rank(found[0][1]) >= MIN_BREAK_EVEN_RANK:
+        chosen = found[:-1]
+    return chosen
+
+
+def left_out(
+    model: nn.Module, chosen: Iterable[str], method: str = "regularizers"
+) -> dict[str, str]:
+    """``{name: why}`` for every Conv2d/Linear of ``model`` that is not in ``chosen``.
+
+    The reason says what the default rule of ``method`` decided (first layer, classifier) or that
+    the layer was not in an explicit ``layers=`` selection.
+    """
+    chosen = set(chosen)
+    found = compressible_layers(model)
+    reasons = {}
+    for i, (name, m) in enumerate(found):
+        if name in chosen:
+            continue
+        if i == len(found) - 1 and method != "channels":
+            reasons[name] = "the classifier, left out by default"
+        elif i == 0 and method == "svd":
+            reasons[name] = (
+                f"first layer, left out by default: break-even rank {break_even_rank(m):.1f} "
+                f"< {MIN_BREAK_EVEN_RANK}"
+            )
+        elif i == 0 and method == "regularizers":
+            reasons[name] = "first layer, left out by default"
+        else:
+            reasons[name] = "not in layers="
+    return reasons
+
+
+def layers_value(model: nn.Module, names: Iterable[str]) -> str:
+    """The shortest ``layers=`` value (as source text) that selects ``names``."""
+    names = set(names)
+    every = [name for name, _ in compressible_layers(model)]
+    if names >= set(every):
+        return "'all'"
+    return repr([name for name in every if name in names])
+
+
 def select_layers(
-    model: nn.Module, layers: Sequence[str] | None = None
+    model: nn.Module, layers: Sequence[str] | str | None = None, *, method: str = "regularizers"
 ) -> list[tuple[str, nn.Module]]:
     """Resolve a layer selection to ``(name, module)`` pairs.
 
@@ -31,19 +115,24 @@ def select_layers(
     model
         The network.
     layers
-        ``None`` for the default (every Conv2d/Linear except the first and the last), ``"all"`` for
-        every one, or an explicit sequence of module names.
+        ``None`` for the default of ``method`` (:func:`default_layers`), ``"all"`` for every
+        Conv2d/Linear, or an explicit sequence of module names.
+    method
+        Whose default ``None`` means: ``"regularizers"`` (every Conv2d/Linear but the first and
+        the last), ``"svd"`` or ``"channels"``; see the module docstring.
 
     Raises
     ------
     ValueError
-        If a name does not exist in ``model`` or is not a Conv2d/Linear.
+        If a name does not exist in ``model`` or is not a Conv2d/Linear, or ``method`` is unknown.
     TypeError
         If ``layers`` is not None, a string or an iterable of names.
     """
+    if method not in DEFAULT_FOR:
+        raise ValueError(f"method must be one of {list(DEFAULT_FOR)}, got {method!r}")
     found = compressible_layers(model)
     if layers is None:
-        return found[1:-1]
+        return default_layers(model, method)
     if isinstance(layers, str):
         if layers == "all":
             return found

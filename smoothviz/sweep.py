@@ -112,7 +112,9 @@ def compress(
     if method == "prune_magnitude":
         return prune_magnitude(model, param_reduction=param_reduction, layers=layers, **opts)
     if method == "prune_channels":
-        return prune_channels(model, param_reduction=param_reduction, layers=layers, **opts)
+        return prune_channels(
+            model, calibration, param_reduction=param_reduction, layers=layers, **opts
+        )
     if "interpolative" not in cache:
         if calibration is None:
             raise TypeError("calibration is required for method='interpolative'")
@@ -154,7 +156,9 @@ def sweep(
     bn_reestimate
         Also report accuracy after BatchNorm re-estimation on training images (own columns).
     calibration_size
-        Training images used by the data-aware methods (at most all of them).
+        Training images used by the data-aware methods (at most all of them): data-aware SVD,
+        interpolative decomposition, channel importance and bias compensation of
+        ``prune_channels``.
     bn_images
         Training images used for BN re-estimation.
     layers

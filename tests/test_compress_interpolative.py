@@ -1,4 +1,5 @@
-"""Interpolative decomposition: exact when keeping every channel, budget, folding, errors."""
+"""Interpolative decomposition: exact when keeping every channel (one-shot and sequential), budget,
+folding, residual groups, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import nn
 from smoothviz.compress import (
     BudgetError,
     drop_channels,
-    find_chains,
+    find_groups,
     interpolative_compress,
     interpolative_factors,
 )
@@ -17,20 +18,28 @@ from smoothviz.measure import count_params, evaluate
 from smoothviz.models import build_model
 
 
-def _keep_all(model, factors):
+def _keep_all(model, factors, variant="one_shot"):
     return interpolative_compress(
-        model, keep={p: q.chain.channels for p, q in factors.items()}, factors=factors
+        model,
+        keep={p: q.group.channels for p, q in factors.items()},
+        factors=factors,
+        variant=variant,
     )
 
 
+@pytest.mark.parametrize("variant", ["one_shot", "sequential", "corrected"])
+@pytest.mark.parametrize("compensate", [True, False])
 @pytest.mark.parametrize("name", ["cnn", "resnet18", "mlp"])
-def test_keeping_every_channel_reproduces_project_models(name):
+def test_keeping_every_channel_reproduces_project_models(name, variant, compensate):
     torch.manual_seed(0)
     model = build_model(name, 1, 10, width=8 if name != "mlp" else 32).eval()
     x = torch.randn(4, 1, 28, 28)
-    factors = interpolative_factors(model, torch.randn(16, 1, 28, 28))
+    factors = interpolative_factors(model, torch.randn(16, 1, 28, 28), compensate=compensate)
     assert len(factors) > 0
-    full = _keep_all(model, factors)
+    if name == "resnet18":  # the residual streams are groups too
+        assert any(q.group.residual for q in factors.values())
+    full = _keep_all(model, factors, variant)
+    assert full.compression_info["variant"] == variant
     torch.testing.assert_close(full(x), model(x), atol=1e-5, rtol=1e-4)
 
 
@@ -131,4 +140,18 @@ def test_id_beats_plain_channel_dropping_on_trained_model(trained_cnn, mini_data
         acc_id = evaluate(idc, mini_data)["accuracy"]
         acc_drop = evaluate(dropped, mini_data)["accuracy"]
         assert acc_id > acc_drop + 0.02, (target, acc_id, acc_drop)
-    assert len(find_chains(trained_cnn)) == 4
+    assert len(find_groups(trained_cnn).groups) == 5  # the stem is a producer too
+
+
+@pytest.mark.slow
+def test_corrected_sequential_id_beats_one_shot_on_trained_model(trained_cnn, mini_data):
+    calib = mini_data.x_train[:256]
+    factors = interpolative_factors(trained_cnn, calib)
+    acc = {
+        v: evaluate(
+            interpolative_compress(trained_cnn, param_reduction=0.7, factors=factors, variant=v),
+            mini_data,
+        )["accuracy"]
+        for v in ("one_shot", "corrected")
+    }
+    assert acc["corrected"] > acc["one_shot"], acc

@@ -1,4 +1,7 @@
-"""Magnitude and structured channel pruning: identity at 0 %, closed-form counts, budget, errors."""
+"""Magnitude and structured channel pruning: identity at 0 %, closed-form counts, budget, errors.
+
+Bias compensation and residual groups have their own file, ``test_compress_channels.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from torch import nn
 from smoothviz.compress import (
     BudgetError,
     drop_channels,
-    find_chains,
+    find_groups,
     prune_channels,
     prune_magnitude,
 )
@@ -82,7 +85,7 @@ def test_magnitude_budget(cnn, target):
 def test_channel_count_matches_closed_form(cnn):
     # cnn width 8: convs 1->8 (stem), 8->16, 16->16, 16->32, 32->32, Linear 32->10.
     new = prune_channels(cnn, amount=0.5)
-    w = [8, 8, 8, 16, 16]  # kept outputs: the stem keeps 8, the four chains keep half
+    w = [4, 8, 8, 16, 16]  # kept outputs: every layer (the stem too) keeps half
     expected = (
         (1 * w[0] * 9 + 2 * w[0])
         + sum(w[i - 1] * w[i] * 9 + 2 * w[i] for i in range(1, 5))
@@ -100,13 +103,11 @@ def test_channel_budget_met(cnn, target):
     assert new(_x()).shape == (2, 10)
 
 
-def test_residual_tied_channels_left_alone(zoo):
+def test_residual_tied_channels_left_alone_without_residual_groups(zoo):
     model = zoo["resnet18"]
-    chains = find_chains(model)
-    assert {c.producer for c in chains} == {
-        f"layer{s}.{b}.conv1" for s in range(1, 5) for b in (0, 1)
-    }
-    new = prune_channels(model, amount=0.5)
+    groups = find_groups(model, residual=False).groups
+    assert {g.name for g in groups} == {f"layer{s}.{b}.conv1" for s in range(1, 5) for b in (0, 1)}
+    new = prune_channels(model, amount=0.5, residual=False)
     for name, m in model.named_modules():
         if name.endswith(("conv2", "downsample.0")) or name in ("conv1", "fc"):
             assert new.get_submodule(name).weight.shape[0] == m.weight.shape[0], name
@@ -115,14 +116,26 @@ def test_residual_tied_channels_left_alone(zoo):
     assert new(_x("resnet18")).shape == (2, 10)
 
 
+def test_residual_streams_are_cut_together_by_default(zoo):
+    model = zoo["resnet18"]
+    new = prune_channels(model, amount=0.5)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and name != "conv1":
+            assert new.get_submodule(name).in_channels == m.in_channels // 2, name
+        if isinstance(m, nn.Conv2d):
+            assert new.get_submodule(name).out_channels == m.out_channels // 2, name
+    assert new.fc.in_features == 256 and new.fc.out_features == 10
+    assert new(_x("resnet18")).shape == (2, 10)
+
+
 def test_mobilenet_depthwise_and_vgg_flatten_chains(zoo):
     mob = prune_channels(zoo["mobilenet_v2"], amount=0.25)
     dw = mob.get_submodule("features.2.conv.1.0")
     assert dw.groups == dw.in_channels == dw.out_channels == 72  # 96 - 24
     assert mob(_x("mobilenet_v2")).shape == (2, 10)
-    chains = {c.producer: c for c in find_chains(zoo["vgg11_bn"])}
-    assert chains["features.25"].features_per_channel == 49  # flatten of a 7x7 map
-    assert chains["classifier.0"].consumer == "classifier.3"
+    groups = {g.name: g for g in find_groups(zoo["vgg11_bn"]).groups}
+    assert groups["features.25"].readers[0].features_per_channel == 49  # flatten of a 7x7 map
+    assert [r.name for r in groups["classifier.0"].readers] == ["classifier.3"]
 
 
 @pytest.mark.slow
@@ -134,7 +147,7 @@ def test_vgg_channel_budget(zoo):
 
 
 def test_drop_all_kept_is_identity(cnn):
-    keep = {c.producer: list(range(c.channels)) for c in find_chains(cnn)}
+    keep = {g.name: list(range(g.channels)) for g in find_groups(cnn).groups}
     x = _x()
     torch.testing.assert_close(drop_channels(cnn, keep)(x), cnn(x))
 
@@ -157,6 +170,8 @@ def test_unreachable_channel_budget(cnn):
         (prune_channels, {"param_reduction": 0.3, "layers": ["nope"]}, ValueError, "nope"),
         (drop_channels, {"keep": {"7": [0, 99]}}, ValueError, r"keep\['7'\] must be distinct"),
         (drop_channels, {"keep": {"19": [0]}}, ValueError, "keep: \\['19'\\] are not prunable"),
+        (drop_channels, {"keep": {"7": [0.5]}}, ValueError, r"keep\['7'\] must be distinct"),
+        (drop_channels, {"keep": [0, 1]}, TypeError, "keep must be a dict"),
     ],
 )
 def test_bad_arguments_are_named(cnn, fn, kwargs, error, pattern):

@@ -34,8 +34,11 @@ def test_round_trip_reproduces_outputs(cnn, tmp_path, method):
         "svd": lambda: svd_compress(cnn, param_reduction=0.5),
         "magnitude": lambda: prune_magnitude(cnn, param_reduction=0.5),
         "channels": lambda: prune_channels(cnn, param_reduction=0.5),
+        # 0.4: on this width-8 CNN one channel-group step of the ID is over 1 pp near 0.5
         "interpolative": lambda: interpolative_compress(
-            cnn, torch.randn(8, 1, 28, 28), param_reduction=0.5
+            cnn,
+            torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
+            param_reduction=0.4,
         ),
     }[method]()
     path = save_compressed(small, tmp_path / "m.pt", arch=ARCH, metadata={"method": method})

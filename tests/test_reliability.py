@@ -114,6 +114,18 @@ def _da_factors():
     return data_aware_svd_factors(_cnn(), _calib(4, 1, 8, 8))
 
 
+class _Untraceable(torch.nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.b(h if h.sum() > 0 else -h)
+
+
 def _calib(*shape: int, fill: float | None = None) -> torch.Tensor:
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     if fill is not None:
@@ -430,9 +442,53 @@ BAD_INPUT: list[Case] = [
     Case("prune_channels/amount-negative", lambda: prune_channels(_cnn(), amount=-0.1),
          ValueError, r"amount must be in \[0, 1\)"),
     Case("prune_channels/no-option", lambda: prune_channels(_cnn()), TypeError,
-         _PM + r" param_reduction, amount; got none"),
+         _PM + r" param_reduction, amount, keep; got none"),
     Case("prune_channels/unknown-layer", lambda: prune_channels(_cnn(), amount=0.3, layers=["x"]),
          ValueError, r"layers: \['x'\] are not"),
+    Case("prune_channels/unknown-importance", lambda: prune_channels(
+        _cnn(), _calib(4, 1, 8, 8), amount=0.3, importance="L2"), ValueError,
+         r"importance must be one of \['fisher', 'activation', 'bn_scale', 'l1'\], got 'L2'"),
+    Case("prune_channels/fisher-without-calibration", lambda: prune_channels(
+        _cnn(), amount=0.3, importance="fisher"), TypeError,
+         r"calibration is required for importance='fisher'"),
+    Case("prune_channels/compensate-without-calibration", lambda: prune_channels(
+        _cnn(), amount=0.3, compensate=True), TypeError,
+         r"calibration is required for compensate=True"),
+    Case("prune_channels/compensate-not-a-bool", lambda: prune_channels(
+        _cnn(), _calib(4, 1, 8, 8), amount=0.3, compensate="yes"), TypeError,
+         r"compensate must be True, False or None, got 'yes'"),
+    Case("prune_channels/residual-not-a-bool", lambda: prune_channels(
+        _cnn(), amount=0.3, residual=1), TypeError, r"residual must be True or False, got 1"),
+    Case("prune_channels/calibration-wrong-channels", lambda: prune_channels(
+        _cnn(), _calib(4, 3, 8, 8), amount=0.3), ValueError,
+         r"calibration must have shape \(N, 1, H, W\) for this model, got \(4, 3, 8, 8\)"),
+    Case("prune_channels/calibration-nan", lambda: prune_channels(
+        _cnn(), _calib(4, 1, 8, 8, fill=float("nan")), amount=0.3), ValueError,
+         r"calibration contains NaN or infinite values"),
+    Case("prune_channels/calibration-wrong-features", lambda: prune_channels(
+        _mlp(), _calib(4, 1, 7, 7), amount=0.3), ValueError,
+         r"calibration of shape \(4, 1, 7, 7\) does not fit the model"),
+    Case("prune_channels/batch-size-zero", lambda: prune_channels(
+        _cnn(), _calib(4, 1, 8, 8), amount=0.3, batch_size=0), ValueError,
+         r"batch_size must be an int >= 1, got 0"),
+    Case("prune_channels/keep-too-many", lambda: prune_channels(_cnn(), keep={"3": 99}),
+         ValueError, r"keep\['3'\] must be an int in \[1, 8\], got 99"),
+    Case("prune_channels/untraceable-model", lambda: prune_channels(_Untraceable(), amount=0.3),
+         TypeError, r"model: structured compression .* needs a model that torch.fx"),
+    Case("id/unknown-variant", lambda: interpolative_compress(
+        _cnn(), _calib(4, 1, 8, 8), tolerance=0.1, variant="iterative"), ValueError,
+         r"variant must be one of \['corrected', 'sequential', 'one_shot'\], got 'iterative'"),
+    Case("id/compensate-not-a-bool", lambda: interpolative_compress(
+        _cnn(), _calib(4, 1, 8, 8), tolerance=0.1, compensate=None), TypeError,
+         r"compensate must be True or False, got None"),
+    Case("id/residual-not-a-bool", lambda: interpolative_compress(
+        _cnn(), _calib(4, 1, 8, 8), tolerance=0.1, residual="all"), TypeError,
+         r"residual must be True or False, got 'all'"),
+    Case("id/factors-wrong-type", lambda: interpolative_compress(
+        _cnn(), tolerance=0.1, factors={"3": 1}), TypeError,
+         r"factors must come from interpolative_factors"),
+    Case("layers/unknown-default-method", lambda: select_layers(_cnn(), method="prune"),
+         ValueError, r"method must be one of \['regularizers', 'svd', 'channels'\], got 'prune'"),
     Case("id/reduction-1", lambda: interpolative_compress(_cnn(), _calib(4, 1, 8, 8),
                                                           param_reduction=1.0),
          ValueError, r"param_reduction must be in \[0, 1\)"),
@@ -457,7 +513,7 @@ BAD_INPUT: list[Case] = [
          r"calibration contains NaN or infinite values"),
     Case("id/keep-unknown-layer", lambda: interpolative_compress(_cnn(), _calib(4, 1, 8, 8),
                                                                  keep={"nope": 2}),
-         ValueError, r"keep: \['nope'\] are not prunable producers; allowed: \['3'"),
+         ValueError, r"keep: \['nope'\] are not prunable producers; allowed: \['0', '3'"),
     Case("id/keep-too-many", lambda: interpolative_compress(_cnn(), _calib(4, 1, 8, 8),
                                                             keep={"3": 1000}),
          ValueError, r"keep\['3'\] must be an int in \[1, 8\], got 1000"),

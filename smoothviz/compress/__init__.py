@@ -6,10 +6,13 @@ Every function returns a new model and leaves its input untouched. Module map:
   :func:`compress_from_factors` (cheap re-ranking from the cache).
 - ``data_aware_svd.py``: :func:`data_aware_svd_compress`, :func:`data_aware_svd_factors`
   (truncation that minimises each layer's output error on calibration inputs).
-- ``prune.py``: :func:`prune_magnitude` (unstructured), :func:`prune_channels` (structured L1),
+- ``prune.py``: :func:`prune_magnitude` (unstructured), :func:`prune_channels` (structured),
   :func:`drop_channels` (keep given channels, no correction).
 - ``interpolative.py``: :func:`interpolative_compress`, :func:`interpolative_factors`.
-- ``chains.py``: which producer -> consumer channel chains can be cut (residual-aware).
+- ``chains.py``: which channel groups can be cut (chains and whole residual streams).
+- ``activations.py``: what each group's readers see on calibration data (means, Gram matrices).
+- ``importance.py``: channel importance for structured pruning (fisher, activation, bn_scale, l1).
+- ``surgery.py``: cutting a channel group out of a model, with corrections folded into readers.
 - ``calibration.py``: validation of the calibration inputs every data-aware method takes.
 - ``budget.py``: the one allocator from a whole-network target to per-layer sizes.
 - ``sensitivity.py``: measured damage of cutting one group to one size (allocation scores).
@@ -17,7 +20,7 @@ Every function returns a new model and leaves its input untouched. Module map:
 """
 
 from smoothviz.compress.budget import BudgetError, allocate
-from smoothviz.compress.chains import Chain, find_chains
+from smoothviz.compress.chains import ChannelGroup, find_groups
 from smoothviz.compress.data_aware_svd import (
     DataAwareFactors,
     data_aware_svd_compress,
@@ -45,7 +48,7 @@ METHODS = ("svd", "svd_data_aware", "prune_magnitude", "prune_channels", "interp
 __all__ = [
     "METHODS",
     "BudgetError",
-    "Chain",
+    "ChannelGroup",
     "DataAwareFactors",
     "Factorized",
     "IDFactors",
@@ -56,7 +59,7 @@ __all__ = [
     "data_aware_svd_factors",
     "drop_channels",
     "factorize_layer",
-    "find_chains",
+    "find_groups",
     "interpolative_compress",
     "interpolative_factors",
     "load_compressed",

@@ -92,16 +92,50 @@ def check_allocation(
 
 
 def check_reachable(
-    target: float, total: int, min_params: int, what: str, tolerance: float = TOLERANCE
+    target: float,
+    total: int,
+    min_params: int,
+    what: str,
+    tolerance: float = TOLERANCE,
+    *,
+    left_out: Mapping[str, str] | None = None,
+    include: str | None = None,
 ) -> None:
-    """Raise :class:`BudgetError` if even the smallest model misses ``target`` by more than 1 pp."""
+    """Raise :class:`BudgetError` if even the smallest model misses ``target`` by more than 1 pp.
+
+    Parameters
+    ----------
+    target, total, min_params
+        The reduction asked for, the model's parameters, and the fewest the method can leave.
+    what
+        Words for the method and its layers, e.g. ``"SVD of the selected layers"``.
+    left_out
+        ``{layer: reason}`` for the Conv2d/Linear layers the method leaves untouched; named in the
+        message so the user sees where the parameters sit.
+    include
+        The ``layers=`` value that would add the layers that a selection left out (``None`` when
+        no selection would help).
+    """
     best = 1.0 - min_params / total
     if target > best + tolerance:
+        if left_out:
+            shown = "; ".join(f"{name} ({why})" for name, why in list(left_out.items())[:12])
+            more = f"; and {len(left_out) - 12} more" if len(left_out) > 12 else ""
+            where = f"Layers left out: {shown}{more}."
+        else:
+            where = (
+                "The rest sit in layers this method does not touch (e.g. the first layer, the "
+                "classifier, BatchNorm)."
+            )
+        fix = (
+            f"Choose param_reduction <= {best:.3f} or pass layers={include} to include them."
+            if include
+            else f"Choose param_reduction <= {best:.3f}"
+            + (" or select more layers." if left_out is None else ".")
+        )
         raise BudgetError(
             f"param_reduction={target:.3f} cannot be reached: with {what} the most that can be "
-            f"removed is {best:.3f} of the {total} parameters (the rest sit in layers this method "
-            f"does not touch, e.g. the first layer, the classifier, BatchNorm, or residual-tied "
-            f"channels). Choose param_reduction <= {best:.3f} or select more layers."
+            f"removed is {best:.3f} of the {total} parameters. {where} {fix}"
         )
 
 

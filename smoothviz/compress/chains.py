@@ -1,24 +1,34 @@
-"""Producer -> consumer channel chains, found by tracing the model with ``torch.fx``.
+"""Channel groups: which output channels can be cut together, found by tracing with ``torch.fx``.
 
-Structured pruning and the interpolative decomposition both cut the output channels of one layer
-(the *producer*) and the matching input channels of the next (the *consumer*). That is only safe
-when every output channel of the producer flows, one to one, through channel-wise operations
-(BatchNorm, element-wise activations, pooling, dropout, depthwise convolutions, a flatten) into
-exactly one dense consumer. A producer whose output also reaches a residual add, a concatenation or
-a second consumer is *not* a chain: its channels are tied to other layers' channels, and cutting it
-alone would break the network. This is how both methods are residual-aware: tied channels are left
-alone (removing a whole residual group together is not implemented).
+Structured pruning and the interpolative decomposition cut output channels of some layers (the
+*writers*) and the matching input channels of the layers that read them (the *readers*). Channel
+``c`` of a writer is tied to channel ``c`` of everything it flows into one to one: BatchNorm,
+element-wise activations, pooling, dropout, depthwise convolutions, a flatten, and, through a
+residual add, channel ``c`` of every other tensor in that add. A **channel group** is one such
+equivalence class: all the writers that write into one channel space (in a ResNet stage: the stem
+or projection shortcut, and every block's last conv), the BatchNorms and depthwise convs on it, and
+all the dense layers that read it (every block's first conv, the next stage's first conv and
+shortcut, or the classifier). Removing channel ``c`` of a group removes it from every member at
+once, so the network stays consistent. The simplest group is a *chain*: one writer, one reader
+(``conv -> bn -> relu -> conv``).
 
-Implemented by hand on ``torch.fx`` because no library in our dependencies finds such chains
-(torch-pruning's DepGraph does much more, but is not a dependency and would be one only for this).
+A group is **blocked** (never cut) when its channels reach something whose channel axis we cannot
+shrink: the model's output (so the classifier's outputs are never cut), a concatenation, a reshape,
+an unknown module, a grouped (non-depthwise) convolution, a module called more than once, or a sum
+with a tensor that is not itself in the group.
+
+Implemented by hand on ``torch.fx`` (a union-find over the channel spaces of one graph walk,
+about 200 lines) because no library in our dependencies finds such groups; torch-pruning's
+DependencyGraph does this and much more but would be a dependency for this alone, and a short
+walk we can read is easier to trust than a general one we cannot.
 """
 
 from __future__ import annotations
 
 import operator
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -64,33 +74,71 @@ _CHANNELWISE_FUNCTIONS = {
     F.adaptive_avg_pool2d,
     F.adaptive_max_pool2d,
 }
-_CHANNELWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
+_CHANNELWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous"}
+# Element-wise sums and products of two tensors tie their channels one to one.
+_ELEMENTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add}
+_ELEMENTWISE_METHODS = {"add", "add_", "mul", "mul_"}
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 @dataclass(frozen=True)
-class Chain:
-    """One producer whose output channels reach exactly one consumer through channel-wise ops.
+class Writer:
+    """A dense layer whose output channels belong to a group, and the BatchNorm right after it."""
+
+    name: str
+    norm: str | None = None
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A dense layer whose input channels belong to a group.
 
     Attributes
     ----------
-    producer
-        Name of the dense ``Conv2d``/``Linear`` whose output channels are cut.
-    channels
-        Its number of output channels ``C``.
-    passthrough
-        Names of the channel-shaped modules in between (BatchNorm, depthwise Conv2d), in order.
-    consumer
-        Name of the dense ``Conv2d``/``Linear`` whose input channels are cut or re-mixed.
+    name
+        The ``Conv2d``/``Linear``.
     features_per_channel
-        ``1``, or the spatial size ``f`` when a flatten sits in between: consumer input feature
-        ``c*f + j`` belongs to channel ``c``.
+        ``1``, or the spatial size ``f`` when a flatten sits in between: input feature ``c*f + j``
+        belongs to channel ``c``.
+    norm
+        The BatchNorm that alone receives this layer's output, if any (where a constant correction
+        can go without adding a parameter).
+    source
+        Name of the graph node this layer reads; readers with the same source see the same tensor.
     """
 
-    producer: str
-    channels: int
-    passthrough: tuple[str, ...]
-    consumer: str
+    name: str
     features_per_channel: int = 1
+    norm: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that are cut together: writers, the channel-wise modules on them, and readers.
+
+    ``name`` (the first writer in graph order) is the key used by ``keep=`` arguments and in
+    ``compression_info``. ``passthrough`` lists the BatchNorms and depthwise convs on the channels.
+    """
+
+    name: str
+    channels: int
+    writers: tuple[Writer, ...]
+    passthrough: tuple[str, ...]
+    readers: tuple[Reader, ...]
+
+    @property
+    def residual(self) -> bool:
+        """True when several layers write into these channels (they meet in a residual add)."""
+        return len(self.writers) > 1
+
+
+@dataclass(frozen=True)
+class GroupSearch:
+    """The cuttable groups of a model and, for every selected layer left out, the reason."""
+
+    groups: list[ChannelGroup]
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _is_dense(m: nn.Module) -> bool:
@@ -113,107 +161,248 @@ def trace(model: nn.Module) -> fx.GraphModule:
         ) from exc
 
 
-def _follow(gm: fx.GraphModule, start: fx.Node, channels: int, calls: Counter) -> Chain | None:
+class _Spaces:
+    """Union-find over channel spaces; each space remembers its members and why it is blocked."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.channels: list[int] = []
+        self.writers: dict[int, list[str]] = defaultdict(list)
+        self.passthrough: dict[int, list[str]] = defaultdict(list)
+        self.readers: dict[int, list[tuple[str, int, str]]] = defaultdict(list)
+        self.blocked: dict[int, str] = {}
+
+    def new(self, channels: int) -> int:
+        self.parent.append(len(self.parent))
+        self.channels.append(channels)
+        return len(self.parent) - 1
+
+    def root(self, s: int) -> int:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def union(self, a: int, b: int) -> int:
+        a, b = self.root(a), self.root(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)  # the earlier space stays the root
+        return min(a, b)
+
+    def block(self, s: int, reason: str) -> None:
+        self.blocked.setdefault(s, reason)
+
+
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), found.append)
+    return found
+
+
+def _walk(gm: fx.GraphModule) -> tuple[_Spaces, dict[str, fx.Node]]:
+    """One pass over the graph: which channel space every tensor is in."""
     modules = dict(gm.named_modules())
-    passthrough: list[str] = []
-    flattened = False
-    node = start
-    while True:
-        users = list(node.users)
-        if len(users) != 1:
-            return None
-        user = users[0]
-        # The channels must enter as the first argument and be the only tensor argument.
-        if (
-            not user.args
-            or user.args[0] is not node
-            or any(isinstance(a, fx.Node) for a in list(user.args[1:]) + list(user.kwargs.values()))
-        ):
-            return None
-        if user.op == "call_module":
-            m = modules[user.target]
-            if calls[user.target] != 1 and not isinstance(m, _CHANNELWISE_MODULES):
-                return None
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.num_features == channels:
-                if flattened:
-                    return None
-                passthrough.append(user.target)
-            elif _is_depthwise(m, channels) and not flattened:
-                passthrough.append(user.target)
-            elif isinstance(m, nn.Conv2d) and m.groups == 1 and not flattened:
-                if m.in_channels != channels:
-                    return None
-                return Chain(modules_name(start), channels, tuple(passthrough), user.target)
-            elif isinstance(m, nn.Linear):
-                if m.in_features % channels != 0 or (not flattened and m.in_features != channels):
-                    return None
-                return Chain(
-                    modules_name(start),
-                    channels,
-                    tuple(passthrough),
-                    user.target,
-                    m.in_features // channels,
-                )
-            elif isinstance(m, nn.Flatten):
-                if m.start_dim != 1 or m.end_dim != -1:
-                    return None
-                flattened = True
-            elif not isinstance(m, _CHANNELWISE_MODULES):
-                return None
-        elif user.op == "call_function":
-            if user.target is torch.flatten:
-                start_dim = user.args[1] if len(user.args) > 1 else user.kwargs.get("start_dim", 0)
-                if start_dim != 1 or len(user.args) > 2 or "end_dim" in user.kwargs:
-                    return None
-                flattened = True
-            elif user.target not in _CHANNELWISE_FUNCTIONS or user.target is operator.add:
-                return None
-        elif user.op == "call_method":
-            if user.target == "flatten" and user.args[1:] == (1,):
-                flattened = True
-            elif user.target not in _CHANNELWISE_METHODS:
-                return None
-        else:
-            return None
-        node = user
+    calls = defaultdict(int)
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[n.target] += 1
+    spaces = _Spaces()
+    where: dict[fx.Node, tuple[int, bool]] = {}  # tensor -> (space, flattened)
+    dense_nodes: dict[str, fx.Node] = {}
+
+    for node in gm.graph.nodes:
+        args = _tensor_args(node)
+        inputs = [a for a in args if a in where]
+        first = node.args[0] if node.args else None
+        only_first = len(args) == 1 and first is args[0]  # the tensor is the sole tensor argument
+        handled = False
+        if node.op == "call_module":
+            m = modules[node.target]
+            if _is_dense(m):
+                dense_nodes[node.target] = node
+                if first in where and only_first:
+                    s, flat = where[first]
+                    c = spaces.channels[s]
+                    if isinstance(m, nn.Conv2d):
+                        f = 0 if flat or m.in_channels != c else 1
+                    else:
+                        f = m.in_features // c if m.in_features % c == 0 else 0
+                        f = f if flat or f == 1 else 0
+                    if f == 0:
+                        spaces.block(s, f"read by {node.target} in a way we cannot cut")
+                    else:
+                        spaces.readers[s].append((node.target, f, first.name))
+                        if calls[node.target] > 1:
+                            spaces.block(s, f"{node.target} is called more than once")
+                    handled = True
+                out = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+                s_out = spaces.new(out)
+                spaces.writers[s_out].append(node.target)
+                if calls[node.target] > 1:
+                    spaces.block(s_out, f"{node.target} is called more than once")
+                where[node] = (s_out, False)
+            elif first in where and only_first:
+                s, flat = where[first]
+                c = spaces.channels[s]
+                if (
+                    isinstance(m, _NORMS) and m.num_features == c or _is_depthwise(m, c)
+                ) and not flat:
+                    spaces.passthrough[s].append(node.target)
+                    if calls[node.target] > 1:
+                        spaces.block(s, f"{node.target} is called more than once")
+                    where[node], handled = (s, flat), True
+                elif isinstance(m, _CHANNELWISE_MODULES):
+                    where[node], handled = (s, flat), True
+                elif isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
+                    where[node], handled = (s, True), True
+            if isinstance(m, nn.Conv2d) and m.groups != 1 and node not in where:
+                s_out = spaces.new(m.out_channels)
+                spaces.block(s_out, f"{node.target} is a grouped convolution")
+                where[node] = (s_out, False)
+        elif node.op == "call_function" and first in where:
+            s, flat = where[first]
+            if node.target in _CHANNELWISE_FUNCTIONS and only_first:
+                where[node], handled = (s, flat), True
+            elif node.target is torch.flatten and only_first:
+                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+                if start == 1 and len(node.args) <= 2 and "end_dim" not in node.kwargs:
+                    where[node], handled = (s, True), True
+            elif node.target in _ELEMENTWISE_FUNCTIONS:
+                handled = _tie(spaces, where, node, args, s, flat)
+        elif node.op == "call_method" and first in where:
+            s, flat = where[first]
+            if node.target in _CHANNELWISE_METHODS and only_first:
+                where[node], handled = (s, flat), True
+            elif node.target == "flatten" and only_first and node.args[1:] == (1,):
+                where[node], handled = (s, True), True
+            elif node.target in _ELEMENTWISE_METHODS:
+                handled = _tie(spaces, where, node, args, s, flat)
+        if not handled:
+            what = _describe(node, modules)
+            for a in inputs:
+                spaces.block(where[a][0], f"it reaches {what}")
+    return spaces, dense_nodes
 
 
-def modules_name(node: fx.Node) -> str:
-    return str(node.target)
+def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """Words for what a tensor flows into, for the reason a group is blocked."""
+    if node.op == "output":
+        return "the model's output"
+    if node.op == "call_module":
+        m = modules[node.target]
+        kind = type(m).__name__
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
+            kind = f"grouped {kind}, groups={m.groups}"
+        return f"{node.target} ({kind})"
+    name = getattr(node.target, "__name__", str(node.target))
+    return f"{name} ({node.op.replace('_', ' ')})"
 
 
-def find_chains(model: nn.Module, layers: Sequence[str] | str | None = None) -> list[Chain]:
-    """Every prunable producer -> consumer chain whose producer is among the selected layers.
+def _tie(spaces: _Spaces, where: dict, node: fx.Node, args: list, s: int, flat: bool) -> bool:
+    """A sum/product: every tensor in it must be in a channel space of the same shape."""
+    if len(args) > 2 or any(a not in where or where[a][1] != flat for a in args):
+        return False
+    for a in args:
+        s = spaces.union(s, where[a][0])
+    where[node] = (s, flat)
+    return True
+
+
+def _norm_after(node: fx.Node, modules: dict[str, nn.Module], channels: int) -> str | None:
+    """The BatchNorm that alone receives ``node``'s output, if there is one."""
+    users = list(node.users)
+    if len(users) == 1 and users[0].op == "call_module":
+        m = modules[users[0].target]
+        if isinstance(m, _NORMS) and m.num_features == channels and m.track_running_stats:
+            return str(users[0].target)
+    return None
+
+
+def find_groups(
+    model: nn.Module, layers: Sequence[str] | str | None = None, *, residual: bool = True
+) -> GroupSearch:
+    """Every channel group whose writers are all among the selected layers.
 
     Parameters
     ----------
     model
         The network; it must be traceable by ``torch.fx``.
     layers
-        Producer selection as in :func:`smoothviz.layers.select_layers` (default: every
-        Conv2d/Linear except the first and the last). Selected layers that are not producers of a
-        chain (tied by a residual add, grouped, feeding several layers) are skipped.
+        Writer selection as in :func:`smoothviz.layers.select_layers` with ``method="channels"``
+        (default: every Conv2d/Linear; the classifier's outputs are never cut because they reach
+        the model's output). A residual group is cut only if every one of its writers is selected.
+    residual
+        Also return groups with several writers (channels tied by a residual add). ``False`` keeps
+        only single-writer groups, as structured pruning did before residual groups existed.
+
+    Returns
+    -------
+    GroupSearch
+        ``groups`` in graph order, and ``skipped``: ``{layer: reason}`` for every selected
+        Conv2d/Linear whose output channels are not cut.
     """
-    selected = {name for name, m in select_layers(model, layers) if _is_dense(m)}
+    if not isinstance(residual, bool):
+        raise TypeError(f"residual must be True or False, got {residual!r}")
+    chosen = select_layers(model, layers, method="channels")
+    selected = {name for name, _ in chosen}
     gm = trace(model)
-    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     modules = dict(gm.named_modules())
-    chains = []
-    for node in gm.graph.nodes:
-        if node.op != "call_module" or node.target not in selected or calls[node.target] != 1:
+    spaces, dense_nodes = _walk(gm)
+    members: dict[int, list[int]] = defaultdict(list)
+    for s in range(len(spaces.parent)):
+        members[spaces.root(s)].append(s)
+    groups, skipped = [], {}
+    for name, m in chosen:
+        if not _is_dense(m):
+            skipped[name] = "grouped/depthwise convolution (its channels are tied to its groups)"
+        elif name not in dense_nodes:
+            skipped[name] = "not called in the model's forward"
+    for root in sorted(members):
+        parts = members[root]
+        writers = [w for s in parts for w in spaces.writers[s]]
+        if not writers:
             continue
-        m = modules[node.target]
-        channels = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-        chain = _follow(gm, node, channels, calls)
-        if chain is not None:
-            chains.append(chain)
-    return chains
+        reason = next((spaces.blocked[s] for s in parts if s in spaces.blocked), None)
+        readers = [r for s in parts for r in spaces.readers[s]]
+        if reason is None and not readers:
+            reason = "nothing reads its channels"
+        unselected = [w for w in writers if w not in selected]
+        if reason is None and unselected:
+            reason = f"its channels are tied to {unselected}, which are not selected"
+        if reason is None and len(writers) > 1 and not residual:
+            reason = f"its channels are tied by a residual add to {writers} (residual=False)"
+        if reason is not None:
+            for w in writers:
+                if w in selected:
+                    others = [o for o in writers if o != w]
+                    skipped[w] = reason + (f" (writers tied together: {others})" if others else "")
+            continue
+        c = spaces.channels[root]
+        groups.append(
+            ChannelGroup(
+                name=writers[0],
+                channels=c,
+                writers=tuple(Writer(w, _norm_after(dense_nodes[w], modules, c)) for w in writers),
+                passthrough=tuple(p for s in parts for p in spaces.passthrough[s]),
+                readers=tuple(
+                    Reader(r, f, _norm_after(dense_nodes[r], modules, _out(modules[r])), src)
+                    for r, f, src in readers
+                ),
+            )
+        )
+    return GroupSearch(groups, skipped)
 
 
-def _module_params(m: nn.Module, out: int | None = None, inp: int | None = None) -> int:
+def _out(m: nn.Module) -> int:
+    return m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+
+
+def _module_params(
+    m: nn.Module, out: int | None = None, inp: int | None = None, bias: bool | None = None
+) -> int:
     """Parameters of ``m`` with its output/input channel count replaced (closed form)."""
-    bias = getattr(m, "bias", None) is not None
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    bias = getattr(m, "bias", None) is not None if bias is None else bias
+    if isinstance(m, _NORMS):
         c = m.num_features if out is None else out
         return 2 * c if m.affine else 0
     if isinstance(m, nn.Conv2d):
@@ -229,34 +418,44 @@ def _module_params(m: nn.Module, out: int | None = None, inp: int | None = None)
 
 
 class ChannelPlan:
-    """Closed-form parameter count of a model whose chains keep ``kept[producer]`` channels."""
+    """Closed-form parameter count of a model whose groups keep ``kept[group]`` channels.
 
-    def __init__(self, model: nn.Module, chains: Sequence[Chain]) -> None:
-        self.chains = {c.producer: c for c in chains}
+    ``bias_for`` names readers that gain a bias (the folded mean of removed channels) as soon as
+    their group loses a channel; it is counted, so the budget stays honest.
+    """
+
+    def __init__(
+        self, model: nn.Module, groups: Sequence[ChannelGroup], bias_for: Sequence[str] = ()
+    ) -> None:
+        self.groups = {g.name: g for g in groups}
         self.total = sum(p.numel() for p in model.parameters())
         self._modules: dict[str, nn.Module] = {}
-        self._out: dict[str, str] = {}  # module -> chain whose kept count sets its output size
-        self._in: dict[str, tuple[str, int]] = {}  # module -> (chain, features per channel)
-        for c in chains:
-            self._out[c.producer] = c.producer
-            for name in c.passthrough:
-                self._out[name] = c.producer
-            self._in[c.consumer] = (c.producer, c.features_per_channel)
-            for name in (c.producer, *c.passthrough, c.consumer):
-                self._modules[name] = model.get_submodule(name)
+        self._out: dict[str, str] = {}  # module -> group whose kept count sets its output size
+        self._in: dict[str, tuple[str, int]] = {}  # module -> (group, features per channel)
+        for g in groups:
+            for name in (*(w.name for w in g.writers), *g.passthrough):
+                self._out[name] = g.name
+            for r in g.readers:
+                self._in[r.name] = (g.name, r.features_per_channel)
+        for name in (*self._out, *self._in):
+            self._modules.setdefault(name, model.get_submodule(name))
+        self._bias_for = {b for b in bias_for if model.get_submodule(b).bias is None}
         self._base = self.total - sum(_module_params(m) for m in self._modules.values())
 
     def params(self, kept: dict[str, int]) -> int:
-        """Total parameters when chain ``p`` keeps ``kept.get(p, all)`` channels."""
+        """Total parameters when group ``g`` keeps ``kept.get(g, all)`` channels."""
         total = self._base
         for name, m in self._modules.items():
             out = kept.get(self._out[name]) if name in self._out else None
-            inp = None
+            inp, bias = None, None
             if name in self._in:
-                chain, f = self._in[name]
-                inp = kept[chain] * f if chain in kept else None
-            total += _module_params(m, out, inp)
+                group, f = self._in[name]
+                if group in kept:
+                    inp = kept[group] * f
+                    cut = kept[group] < self.groups[group].channels
+                    bias = True if cut and name in self._bias_for else None
+            total += _module_params(m, out, inp, bias)
         return total
 
     def min_params(self) -> int:
-        return self.params({p: 1 for p in self.chains})
+        return self.params({g: 1 for g in self.groups})

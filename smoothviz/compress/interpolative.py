@@ -1,22 +1,41 @@
 """Interpolative decomposition (Chee, Renz, Damle, De Sa, NeurIPS 2022): model-preserving pruning.
 
-For each producer -> consumer chain (see :mod:`smoothviz.compress.chains`), the consumer's input
-activations on a calibration set, ``Z`` of shape ``(N·H·W, C)``, are factored by column-pivoted QR
-``Z Π = Q R``. Keeping the first ``k`` pivots ``S``, ``Z ≈ Z[:, S] T`` with
-``T = [I_k, R11⁻¹ R12] Πᵀ``; the producer (and its BatchNorm, and a depthwise conv in between) keeps
-channels ``S`` and the consumer's input weights become ``W'[:, s] = Σ_c T[s, c] W[:, c]``. No
-gradient step; keeping every channel reproduces the network.
+For each channel group (see :mod:`smoothviz.compress.chains`: a chain ``conv -> bn -> relu ->
+conv``, or a whole residual stream), the readers' input activations on a calibration set, ``Z`` of
+shape ``(N·H·W, C)``, are factored by column-pivoted QR ``Z Π = Q R``. Keeping the first ``k``
+pivots ``S``, ``Z ≈ Z[:, S] T`` with ``T = [I_k, R11⁻¹ R12] Πᵀ``; the writers (and their
+BatchNorms, and depthwise convs on the channels) keep channels ``S`` and every reader's input
+weights become ``W'[:, s] = Σ_c T[s, c] W[:, c]``. No gradient step; keeping every channel
+reproduces the network.
+
+Variants (``variant=``; measured in ``benchmarks/results/channel_methods.md``):
+
+- ``"one_shot"``: every group is measured on the *original* model, once; the factors are reused
+  for every budget.
+- ``"sequential"`` (Algorithm 1 of Chee et al.): groups are compressed in graph order, each one
+  decomposed on the activations ``Z̃`` of the model whose earlier groups are already compressed.
+- ``"corrected"`` (default, ours): sequential too, and each group's interpolation matrix is fitted
+  to reproduce the *original* model's activations ``Z`` from the kept ones of the partially
+  compressed model, ``T = argmin ||Z̃[:, S] T - Z||`` (pivots from ``Z̃``), so every group also
+  undoes the error of the groups before it. Both original and compressed models run on the same
+  calibration batches; the lost mean is matched to the original's as well.
+
+The sequential variants take their per-group sizes from the one-shot factors (one global
+allocation) and then re-measure each group: one calibration pass per group.
 
 Choices that are ours:
 
-- ``Z`` is streamed: we keep only the ``C×C`` triangular factor ``R0`` of ``Z`` (updated batch by
-  batch with ``torch.linalg.qr`` in float64) and run scipy's pivoted QR on ``R0``; this gives the
-  same pivots and ``R`` as pivoting ``Z`` itself (``Z = Q0 R0``) at a fraction of the memory.
-- Every chain is measured on the *original* model (not on the output of already-compressed
-  layers), so the factors are computed once per model and reused for every budget.
-- ``R11⁻¹ R12`` is solved by least squares, which stays finite when ``Z`` is rank deficient
-  (dead ReLU channels).
-- A flatten between producer and a Linear consumer is handled: each channel owns ``f`` consecutive
+- Only ``C×C`` Gram matrices are kept (float64), per *source* tensor (readers that read the same
+  tensor share it); a residual stream is read at several depths, so its pivots come from the
+  stacked square roots of all its sources' Grams (which pivoted-QR's the stacked ``Z`` exactly),
+  and each source gets its own least-squares ``T`` for the shared kept set.
+- ``compensate=True`` (default) fits ``T`` to the *centred* activations and folds the mean of what
+  the readers lose into their bias or BatchNorm running mean (exactly as ``prune_channels`` does),
+  making the decomposition affine: ``Z ≈ Z[:, S] T + 1 bᵀ``. ``compensate=False`` is the paper's
+  linear ID.
+- ``T[:, S] = I`` is imposed and only the removed columns are solved (least squares, which stays
+  finite when ``Z`` is rank deficient, e.g. dead ReLU channels).
+- A flatten between writer and a Linear reader is handled: each channel owns ``f`` consecutive
   input features, and ``Z`` gets one row per sample and position.
 """
 
@@ -31,47 +50,123 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from smoothviz.compress.activations import (
+    GroupStats,
+    PairedStats,
+    SourceStats,
+    group_statistics,
+    paired_statistics,
+)
 from smoothviz.compress.budget import allocate, check_reachable, check_reduction, exactly_one
 from smoothviz.compress.calibration import check_calibration
-from smoothviz.compress.chains import Chain, ChannelPlan, find_chains
-from smoothviz.compress.prune import apply_channel_cut
+from smoothviz.compress.chains import ChannelGroup, ChannelPlan, GroupSearch, find_groups
+from smoothviz.compress.prune import budget_hints
+from smoothviz.compress.surgery import bias_readers, check_kept_counts, cut_group
+
+VARIANTS = ("corrected", "sequential", "one_shot")
+
+
+def _root(gram: np.ndarray) -> np.ndarray:
+    """A square matrix ``B`` with ``Bᵀ B = gram`` (symmetric eigen-decomposition)."""
+    vals, vecs = np.linalg.eigh((gram + gram.T) / 2)
+    return np.sqrt(np.clip(vals, 0.0, None))[:, None] * vecs.T
+
+
+def _source_root(stats: SourceStats, centered: bool) -> np.ndarray:
+    gram = stats.gram - stats.rows * np.outer(stats.mean, stats.mean) if centered else stats.gram
+    return _root(gram)
 
 
 @dataclass(frozen=True)
-class ChainQR:
-    """Pivoted QR of one chain's consumer inputs: ``Z[:, pivots] = Q r``."""
+class GroupQR:
+    """Pivoted QR of one group's reader inputs (all sources stacked): ``Z[:, pivots] = Q r``."""
 
-    chain: Chain
+    group: ChannelGroup
     pivots: np.ndarray  # (C,) channel order, most informative first
     r: np.ndarray  # (C, C) upper triangular, |diag| non-increasing
+    roots: dict[str, np.ndarray]  # source -> B with Bᵀ B = its (centred) Gram
 
     def error_proxy(self) -> np.ndarray:
         """``|R[j, j] / R[0, 0]|`` for every position ``j`` (the score of keeping pivot ``j``)."""
         d = np.abs(np.diag(self.r))
         return d / max(d[0], 1e-300)
 
-    def interpolation(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Kept channels ``S`` (pivot order) and ``T`` (k×C) with ``Z ≈ Z[:, S] T``."""
-        c = self.chain.channels
-        r11, r12 = self.r[:k, :k], self.r[:k, k:]
-        t_piv = np.zeros((k, c))
-        t_piv[:, :k] = np.eye(k)
-        if k < c:
-            t_piv[:, k:] = scipy.linalg.lstsq(r11, r12, lapack_driver="gelsd")[0]
-        t = np.empty_like(t_piv)
-        t[:, self.pivots] = t_piv
-        return self.pivots[:k].copy(), t
+    def interpolation(self, k: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Kept channels ``S`` (pivot order) and, per source, ``T`` (k×C) with ``Z ≈ Z[:, S] T``."""
+        s = self.pivots[:k].copy()
+        rest = self.pivots[k:]
+        mix = {}
+        for src, b in self.roots.items():
+            t = np.zeros((k, self.group.channels))
+            t[np.arange(k), s] = 1.0
+            if len(rest):
+                t[:, rest] = scipy.linalg.lstsq(b[:, s], b[:, rest], lapack_driver="gelsd")[0]
+            mix[src] = t
+        return s, mix
+
+
+def _group_qr(group: ChannelGroup, stats: GroupStats, centered: bool) -> GroupQR:
+    sources = dict.fromkeys(r.source for r in group.readers)
+    roots = {src: _source_root(stats.sources[src], centered) for src in sources}
+    r, piv = scipy.linalg.qr(np.vstack(list(roots.values())), mode="r", pivoting=True)
+    r = np.asarray(r[0] if isinstance(r, tuple) else r)[: group.channels]
+    if r.shape[0] < group.channels:
+        r = np.vstack([r, np.zeros((group.channels - r.shape[0], group.channels))])
+    return GroupQR(group, np.asarray(piv), r, roots)
+
+
+def _corrected(
+    group: ChannelGroup, stats: PairedStats, k: int, centered: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Kept channels from the partially compressed model's activations ``Z̃``, and per source the
+    ``T`` that maps them back to the original model's ``Z``: ``min ||Z̃[:, S] T - Z||`` (centred
+    when ``centered``), with a tiny ridge towards plain selection so dead channels stay finite."""
+    grams, crosses = {}, {}
+    for src in dict.fromkeys(r.source for r in group.readers):
+        n, m, m0 = stats.rows[src], stats.mean[src], stats.mean_original[src]
+        grams[src] = stats.gram[src] - (n * np.outer(m, m) if centered else 0.0)
+        crosses[src] = stats.cross[src] - (n * np.outer(m, m0) if centered else 0.0)
+    stacked = np.vstack([_root(g) for g in grams.values()])
+    piv = np.asarray(scipy.linalg.qr(stacked, mode="r", pivoting=True)[1])
+    s = piv[:k].copy()
+    select = np.zeros((k, group.channels))
+    select[np.arange(k), s] = 1.0
+    mix = {}
+    for src, g in grams.items():
+        gss = g[np.ix_(s, s)]
+        ridge = 1e-9 * max(np.trace(gss) / k, 1e-300)
+        mix[src] = np.linalg.solve(gss + ridge * np.eye(k), crosses[src][s] + ridge * select)
+    return s, mix
 
 
 class IDFactors(Mapping):
-    """Pivoted QRs of every chain of a model, by producer name; build with
-    :func:`interpolative_factors`."""
+    """Pivoted QRs of every group of a model, by group name; build with
+    :func:`interpolative_factors`. Also keeps the statistics (for bias compensation) and the
+    calibration inputs (for the sequential variant)."""
 
-    def __init__(self, qrs: dict[str, ChainQR], plan: ChannelPlan) -> None:
+    def __init__(
+        self,
+        qrs: dict[str, GroupQR],
+        plan: ChannelPlan,
+        search: GroupSearch,
+        stats: GroupStats,
+        calibration: torch.Tensor,
+        compensate: bool,
+        residual: bool,
+        batch_size: int,
+        layers: Sequence[str] | str | None = None,
+    ) -> None:
         self._qrs = qrs
+        self.layers = layers
         self.plan = plan
+        self.search = search
+        self.stats = stats
+        self.calibration = calibration
+        self.compensate = compensate
+        self.residual = residual
+        self.batch_size = batch_size
 
-    def __getitem__(self, name: str) -> ChainQR:
+    def __getitem__(self, name: str) -> GroupQR:
         return self._qrs[name]
 
     def __iter__(self):
@@ -81,14 +176,22 @@ class IDFactors(Mapping):
         return len(self._qrs)
 
 
+def _check_flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def interpolative_factors(
     model: nn.Module,
     calibration: torch.Tensor,
     *,
     layers: Sequence[str] | str | None = None,
+    residual: bool = True,
+    compensate: bool = True,
     batch_size: int = 128,
 ) -> IDFactors:
-    """Pivoted QR of the consumer inputs of every chain, on a calibration set (forward passes only).
+    """Pivoted QR of the reader inputs of every channel group, on a calibration set.
 
     Parameters
     ----------
@@ -97,57 +200,47 @@ def interpolative_factors(
     calibration
         Input images ``(N, C, H, W)`` (training images, not test images).
     layers
-        Producer selection (default: every Conv2d/Linear but the first and the last).
+        Writer selection (default: every Conv2d/Linear, the first layer included; the
+        classifier's outputs are never cut).
+    residual
+        Include groups tied by a residual add (whole residual streams).
+    compensate
+        Factor the centred activations (for the affine, bias-compensated decomposition).
     batch_size
         Images per forward pass.
     """
     calibration = check_calibration(model, calibration)
-    chains = find_chains(model, layers)
-    consumers = {c.consumer: c for c in chains}
-    r_factors: dict[str, torch.Tensor | None] = {c.producer: None for c in chains}
+    residual = _check_flag(residual, "residual")
+    compensate = _check_flag(compensate, "compensate")
+    search = find_groups(model, layers, residual=residual)
+    stats = group_statistics(model, calibration, search.groups, gram=True, batch_size=batch_size)
+    qrs = {g.name: _group_qr(g, stats, compensate) for g in search.groups}
+    plan = ChannelPlan(
+        model, search.groups, bias_readers(search.groups, model) if compensate else ()
+    )
+    return IDFactors(
+        qrs, plan, search, stats, calibration, compensate, residual, batch_size, layers
+    )
 
-    def hook(name: str):
-        chain = consumers[name]
 
-        def record(_module: nn.Module, args: tuple) -> None:
-            x = args[0].detach().double()
-            c = chain.channels
-            if x.ndim == 4:
-                z = x.permute(0, 2, 3, 1).reshape(-1, c)
-            else:
-                z = x.reshape(x.shape[0], c, -1).permute(0, 2, 1).reshape(-1, c)
-            prev = r_factors[chain.producer]
-            stacked = z if prev is None else torch.cat([prev, z])
-            r_factors[chain.producer] = torch.linalg.qr(stacked, mode="r").R
-
-        return record
-
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in consumers]
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            for start in range(0, len(calibration), batch_size):
-                model(calibration[start : start + batch_size].to(device))
-    except RuntimeError as exc:
-        raise ValueError(
-            f"calibration of shape {tuple(calibration.shape)} does not fit the model: {exc}"
-        ) from exc
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    qrs = {}
-    for c in chains:
-        r0 = r_factors[c.producer].cpu().numpy()
-        if r0.shape[0] < c.channels:  # fewer rows than channels: pad the triangle with zeros
-            r0 = np.vstack([r0, np.zeros((c.channels - r0.shape[0], c.channels))])
-        r, piv = scipy.linalg.qr(r0, mode="r", pivoting=True)
-        qrs[c.producer] = ChainQR(
-            c, np.asarray(piv), np.asarray(r[0] if isinstance(r, tuple) else r)
-        )
-    return IDFactors(qrs, ChannelPlan(model, chains))
+def _kept_counts(
+    factors: IDFactors,
+    param_reduction: float | None,
+    tolerance: float | None,
+    keep: Mapping[str, int] | None,
+) -> dict[str, int]:
+    if keep is not None:
+        return {p: int(k) for p, k in keep.items()}
+    if tolerance is not None:
+        return {p: max(1, int((q.error_proxy() > tolerance).sum())) for p, q in factors.items()}
+    scores = {p: q.error_proxy() for p, q in factors.items()}
+    return allocate(
+        scores,
+        factors.plan.params,
+        factors.plan.total,
+        float(param_reduction),
+        what="the interpolative decomposition of these layers",
+    )
 
 
 def interpolative_compress(
@@ -157,8 +250,12 @@ def interpolative_compress(
     param_reduction: float | None = None,
     tolerance: float | None = None,
     keep: Mapping[str, int] | None = None,
+    variant: str = "corrected",
+    compensate: bool = True,
+    residual: bool = True,
     layers: Sequence[str] | str | None = None,
     factors: IDFactors | None = None,
+    batch_size: int = 128,
 ) -> nn.Module:
     """Compress by interpolative decomposition of the activations; returns a new model.
 
@@ -168,26 +265,42 @@ def interpolative_compress(
         The trained network (not modified); must be traceable by ``torch.fx``.
     calibration
         Training inputs ``(N, C, H, W)`` on which the activations are measured (not needed when
-        ``factors`` is given).
+        ``factors`` is given: they keep theirs).
     param_reduction
-        Whole-network target in [0, 1), split across layers by one global threshold on the error
-        proxy ``|R[k,k] / R[0,0]|``; met within 1 pp or a :class:`BudgetError` says why not.
+        Whole-network target in [0, 1), split across groups by one global threshold on the error
+        proxy ``|R[k,k] / R[0,0]|``; met within 1 pp or a :class:`BudgetError` names the layers
+        left out and why.
     tolerance
-        Per-layer rule: keep the pivots whose ``|R[j,j] / R[0,0]|`` exceeds ``tolerance`` (in
+        Per-group rule: keep the pivots whose ``|R[j,j] / R[0,0]|`` exceeds ``tolerance`` (in
         [0, 1)); at least one channel stays.
     keep
-        ``{producer name: number of channels to keep}``.
+        ``{group name: number of channels to keep}`` (a group is named by its first writer).
+    variant
+        ``"corrected"`` (default: sequential, each group's correction fitted to reproduce the
+        original model's activations from the partially compressed model's), ``"sequential"``
+        (Algorithm 1 of Chee et al.: the ID of the partially compressed model's activations) or
+        ``"one_shot"`` (every group measured on the original model); see the module docstring.
+    compensate
+        Affine decomposition: fit on centred activations and fold the lost mean into the readers'
+        bias or BatchNorm running mean (default). ``False`` is the paper's linear ID.
+    residual
+        Also compress whole residual streams (channels tied by a residual add), default True.
     layers
-        Producer selection (default: every Conv2d/Linear but the first and the last).
+        Writer selection (default: every Conv2d/Linear, the first layer included; the
+        classifier's outputs are never cut).
     factors
-        Cached :func:`interpolative_factors` of ``model`` (skips the calibration passes).
+        Cached :func:`interpolative_factors` of ``model`` (skips the one-shot calibration pass;
+        ``layers``, ``residual`` and ``compensate`` are then those the factors were built with).
+    batch_size
+        Images per calibration forward pass.
 
     Exactly one of ``param_reduction``, ``tolerance`` and ``keep``.
 
     Returns
     -------
     nn.Module
-        The smaller copy; ``.compression_info["kept"]`` lists the kept channels per producer.
+        The smaller copy; ``.compression_info`` holds the options, the kept channels per group
+        and the skipped layers with their reasons.
     """
     mode = exactly_one(param_reduction=param_reduction, tolerance=tolerance, keep=keep)
     if mode == "param_reduction":
@@ -195,56 +308,84 @@ def interpolative_compress(
     elif mode == "tolerance":
         check_reduction(tolerance, "tolerance")
     elif not isinstance(keep, Mapping):
-        raise TypeError(f"keep must be a dict {{producer name: channels to keep}}, got {keep!r}")
+        raise TypeError(f"keep must be a dict {{group name: channels to keep}}, got {keep!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     if factors is None:
         if calibration is None:
             raise TypeError("calibration is required unless cached factors are passed")
         check_calibration(model, calibration)
-        chain_list = find_chains(model, layers)
-        plan = ChannelPlan(model, chain_list)
+        compensate = _check_flag(compensate, "compensate")
+        residual = _check_flag(residual, "residual")
+        search = find_groups(model, layers, residual=residual)
+        plan = ChannelPlan(
+            model, search.groups, bias_readers(search.groups, model) if compensate else ()
+        )
     else:
-        plan = factors.plan
-        chain_list = [q.chain for q in factors.values()]
-    chains = {c.producer: c for c in chain_list}
+        if not isinstance(factors, IDFactors):
+            raise TypeError(f"factors must come from interpolative_factors, got {factors!r}")
+        search, plan, compensate = factors.search, factors.plan, factors.compensate
+        layers, residual = factors.layers, factors.residual
+    groups = {g.name: g for g in search.groups}
     if mode == "keep":
-        unknown = [p for p in keep if p not in chains]
-        if unknown:
-            raise ValueError(f"keep: {unknown} are not prunable producers; allowed: {list(chains)}")
-        for p, k in keep.items():
-            c = chains[p].channels
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= c:
-                raise ValueError(f"keep[{p!r}] must be an int in [1, {c}], got {k!r}")
+        check_kept_counts(groups, keep)
     if mode == "param_reduction":
+        reasons, include = budget_hints(model, search, layers, residual)
         check_reachable(
             param_reduction,
             plan.total,
             plan.min_params(),
             "the interpolative decomposition of these layers",
+            left_out=reasons,
+            include=include,
         )
     if factors is None:
-        factors = interpolative_factors(model, calibration, layers=layers)
-    if mode == "keep":
-        kept_n = {p: int(k) for p, k in keep.items()}
-    elif mode == "tolerance":
-        kept_n = {p: max(1, int((q.error_proxy() > tolerance).sum())) for p, q in factors.items()}
-    else:
-        scores = {p: q.error_proxy() for p, q in factors.items()}
-        kept_n = allocate(
-            scores,
-            plan.params,
-            plan.total,
-            float(param_reduction),
-            what="the interpolative decomposition of these layers",
+        factors = interpolative_factors(
+            model,
+            calibration,
+            layers=layers,
+            residual=residual,
+            compensate=compensate,
+            batch_size=batch_size,
         )
-    keep_idx, mix = {}, {}
-    for p, k in kept_n.items():
-        s, t = factors[p].interpolation(k)
-        keep_idx[p] = s.tolist()
-        mix[p] = torch.from_numpy(t)
+    kept_n = _kept_counts(factors, param_reduction, tolerance, keep)
     new = copy.deepcopy(model)
-    apply_channel_cut(new, chains, keep_idx, mix)
+    kept = {}
+    for name, g in groups.items():  # graph order: earlier groups first
+        if name not in kept_n:
+            continue
+        target = None
+        if variant == "corrected":
+            paired = paired_statistics(
+                model, new, factors.calibration, g, batch_size=factors.batch_size
+            )
+            s, mix = _corrected(g, paired, kept_n[name], compensate)
+            means, target = paired.tap_means, paired.tap_means_original
+        else:
+            if variant == "sequential":
+                stats = group_statistics(
+                    new, factors.calibration, [g], gram=True, batch_size=factors.batch_size
+                )
+                qr = _group_qr(g, stats, compensate)
+            else:
+                stats, qr = factors.stats, factors[name]
+            s, mix = qr.interpolation(kept_n[name])
+            means = stats.tap_means
+        cut_group(
+            new,
+            g,
+            s.tolist(),
+            mix={src: torch.from_numpy(t) for src, t in mix.items()},
+            tap_means=means if compensate else None,
+            target_means=target if compensate else None,
+        )
+        kept[name] = sorted(int(i) for i in s)
     new.compression_info = {
         "method": "interpolative",
-        "kept": {p: sorted(v) for p, v in keep_idx.items()},
+        "variant": variant,
+        "compensate": compensate,
+        "residual": factors.residual,
+        "kept": kept,
+        "skipped": search.skipped,
     }
     return new

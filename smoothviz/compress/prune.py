@@ -1,4 +1,4 @@
-"""Pruning without fine-tuning: unstructured magnitude pruning and structured L1 filter pruning.
+"""Pruning without fine-tuning: unstructured magnitude pruning and structured channel pruning.
 
 ``prune_magnitude`` zeroes the smallest weights (globally across the selected layers, or the same
 fraction in every layer); the weights keep their shape and the parameter count becomes the number
@@ -7,10 +7,25 @@ in ``model.sparse_parameters``). We zero weights directly instead of using
 ``torch.nn.utils.prune``: its ``weight_orig``/``weight_mask`` re-parametrisation doubles the
 state_dict and gains nothing when no training follows.
 
-``prune_channels`` removes whole filters ranked by L1 norm (Li et al., 2017) and physically shrinks
-the producer, its BatchNorm (and a depthwise conv in between) and the consumer's inputs. Only
-producer -> consumer chains found by :mod:`smoothviz.compress.chains` are cut, so channels tied by a
-residual add are never removed from one side (they are left alone).
+``prune_channels`` physically removes whole channels of the channel groups found by
+:mod:`smoothviz.compress.chains`: the writers' filters, their BatchNorms (and depthwise convs) and
+the readers' input weights, so the network gets smaller and faster. A residual stream is one group:
+its channels go from every conv that writes into it and every layer that reads it, together. Three
+things make it survive without fine-tuning (measured in ``benchmarks/results/channel_methods.md``):
+
+- **importance that sees what a channel does** (:mod:`smoothviz.compress.importance`): with
+  calibration data, ``"fisher"`` (default) estimates the KL divergence of the model's output that
+  replacing the channel by its mean causes, in the same unit in every layer; without data,
+  ``"bn_scale"`` ranks by the L1 norm of the BN-folded filter. ``"activation"`` and the raw filter
+  ``"l1"`` of Li et al. (2017) are options. The global allocator removes the channels with the
+  least importance per parameter saved first.
+- **bias compensation**: a removed channel still carried a mean (BN's shift sent through the ReLU);
+  its mean contribution to every reader, measured per kernel tap on calibration data (so zero
+  padding at the borders is exact), is folded into the reader's BatchNorm ``running_mean`` when the
+  reader has no bias and feeds one BatchNorm (no parameter added), else into its bias (a bias
+  created for this is counted in the parameter budget).
+- **residual groups** (above), so that the stages of a ResNet, which hold most of its parameters,
+  can be cut at all.
 """
 
 from __future__ import annotations
@@ -22,14 +37,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from smoothviz.compress.activations import group_statistics
 from smoothviz.compress.budget import (
     allocate,
     check_reachable,
     check_reduction,
     exactly_one,
 )
-from smoothviz.compress.chains import Chain, ChannelPlan, find_chains
-from smoothviz.layers import select_layers
+from smoothviz.compress.calibration import check_calibration
+from smoothviz.compress.chains import ChannelGroup, ChannelPlan, GroupSearch, find_groups
+from smoothviz.compress.importance import (
+    IMPORTANCES,
+    NEEDS_CALIBRATION,
+    channel_importance,
+    fisher_importance,
+)
+from smoothviz.compress.surgery import _check_keep, bias_readers, check_kept_counts, cut_group
+from smoothviz.layers import compressible_layers, layers_value, select_layers
 
 SCOPES = ("global", "layer")
 
@@ -118,92 +142,17 @@ def prune_magnitude(
     return new
 
 
-def _check_keep(chains: Mapping[str, Chain], keep: Mapping[str, Sequence[int]]) -> None:
-    unknown = [p for p in keep if p not in chains]
-    if unknown:
-        raise ValueError(
-            f"keep: {unknown} are not prunable producers here; allowed: {list(chains)}"
-        )
-    for p, idx in keep.items():
-        c = chains[p].channels
-        arr = np.asarray(idx)
-        if (
-            arr.ndim != 1
-            or len(arr) == 0
-            or len(np.unique(arr)) != len(arr)
-            or (arr.min() < 0 or arr.max() >= c)
-        ):
-            raise ValueError(
-                f"keep[{p!r}] must be distinct channel indices in [0, {c}), at least one"
-            )
-
-
-def _slice_out(m: nn.Module, idx: torch.Tensor) -> None:
-    m.weight = nn.Parameter(m.weight.detach()[idx].clone(), requires_grad=m.weight.requires_grad)
-    if getattr(m, "bias", None) is not None:
-        m.bias = nn.Parameter(m.bias.detach()[idx].clone(), requires_grad=m.bias.requires_grad)
-    k = len(idx)
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        m.num_features = k
-        for buf in ("running_mean", "running_var"):
-            if getattr(m, buf, None) is not None:
-                setattr(m, buf, getattr(m, buf)[idx].clone())
-    elif isinstance(m, nn.Conv2d):
-        if m.groups != 1:
-            m.in_channels = m.groups = k
-        m.out_channels = k
-    else:
-        m.out_features = k
-
-
-def _input_index(chain: Chain, idx: torch.Tensor) -> torch.Tensor:
-    f = chain.features_per_channel
-    if f == 1:
-        return idx
-    return (idx[:, None] * f + torch.arange(f, device=idx.device)[None, :]).flatten()
-
-
-def _set_input_weight(m: nn.Module, weight: torch.Tensor, k_features: int) -> None:
-    m.weight = nn.Parameter(weight.contiguous(), requires_grad=m.weight.requires_grad)
-    if isinstance(m, nn.Conv2d):
-        m.in_channels = k_features
-    else:
-        m.in_features = k_features
-
-
-def apply_channel_cut(
-    model: nn.Module,
-    chains: Mapping[str, Chain],
-    keep: Mapping[str, Sequence[int]],
-    mix: Mapping[str, torch.Tensor] | None = None,
-) -> None:
-    """Cut channels in place (on a copy you own). ``mix[p]`` (k×C) re-mixes the consumer's inputs.
-
-    Without ``mix`` the consumer simply loses the dropped inputs; with it, the consumer's new input
-    weights are ``W'[:, s] = Σ_c T[s, c] W[:, c]`` (the interpolative decomposition's correction).
-    """
-    for p, idx_list in keep.items():
-        chain = chains[p]
-        dev = model.get_submodule(p).weight.device
-        idx = torch.as_tensor(
-            sorted(idx_list) if mix is None else list(idx_list), dtype=torch.long, device=dev
-        )
-        with torch.no_grad():
-            for name in (p, *chain.passthrough):
-                _slice_out(model.get_submodule(name), idx)
-            consumer = model.get_submodule(chain.consumer)
-            w = consumer.weight.detach()
-            f = chain.features_per_channel
-            if mix is None or p not in mix:
-                new_w = w[:, _input_index(chain, idx)].clone()
-            else:
-                t = mix[p].to(w.device, w.dtype)  # (k, C)
-                if isinstance(consumer, nn.Linear):
-                    w3 = w.reshape(w.shape[0], chain.channels, f)
-                    new_w = torch.einsum("sc,ocf->osf", t, w3).reshape(w.shape[0], -1)
-                else:
-                    new_w = torch.einsum("sc,ochw->oshw", t, w)
-            _set_input_weight(consumer, new_w, len(idx) * f)
+def budget_hints(
+    model: nn.Module, search: GroupSearch, layers: Sequence[str] | str | None, residual: bool
+) -> tuple[dict[str, str], str | None]:
+    """Layers a channel method leaves out (with reasons) and the ``layers=`` value adding some."""
+    chosen = {n for n, _ in select_layers(model, layers, method="channels")}
+    unchosen = [n for n, _ in compressible_layers(model) if n not in chosen]
+    everything = find_groups(model, "all", residual=residual).skipped if unchosen else {}
+    reasons = {n: everything.get(n, "not in layers=") for n in unchosen}
+    reasons.update(search.skipped)
+    addable = [n for n in unchosen if n not in everything]
+    return reasons, (layers_value(model, chosen | set(unchosen)) if addable else None)
 
 
 def drop_channels(
@@ -212,21 +161,23 @@ def drop_channels(
     *,
     layers: Sequence[str] | str | None = None,
 ) -> nn.Module:
-    """Keep only the given output channels of each producer (no correction); returns a new model.
+    """Keep only the given channels of each group (no correction); returns a new model.
 
     Parameters
     ----------
     model
         The network (not modified); must be traceable by ``torch.fx``.
     keep
-        ``{producer name: channel indices to keep}`` for producers of prunable chains.
+        ``{group name: channel indices to keep}``; a group is named by its first writer (a
+        chain's producer).
     layers
-        Producer selection used to find the chains (default as in ``select_layers``).
+        Writer selection used to find the groups (default: every Conv2d/Linear).
     """
-    chains = {c.producer: c for c in find_chains(model, layers if layers is not None else "all")}
-    _check_keep(chains, keep)
+    groups = {g.name: g for g in find_groups(model, layers).groups}
+    _check_keep(groups, keep)
     new = copy.deepcopy(model)
-    apply_channel_cut(new, chains, keep)
+    for p, idx in keep.items():
+        cut_group(new, groups[p], sorted(int(i) for i in idx))
     new.compression_info = {
         "method": "drop_channels",
         "kept": {p: sorted(map(int, v)) for p, v in keep.items()},
@@ -234,64 +185,170 @@ def drop_channels(
     return new
 
 
-def filter_l1(module: nn.Module) -> torch.Tensor:
-    """L1 norm of each output filter of a Conv2d/Linear."""
-    w = module.weight.detach()
-    return w.abs().reshape(w.shape[0], -1).sum(1).double().cpu()
+def _check_channel_options(
+    importance: str | None, compensate: bool | None, calibration: object
+) -> tuple[str, bool]:
+    if importance is None:
+        importance = "fisher" if calibration is not None else "bn_scale"
+    if importance not in IMPORTANCES:
+        raise ValueError(f"importance must be one of {list(IMPORTANCES)}, got {importance!r}")
+    if compensate is None:
+        compensate = calibration is not None
+    if not isinstance(compensate, bool):
+        raise TypeError(f"compensate must be True, False or None, got {compensate!r}")
+    needs = [
+        f
+        for f, on in (
+            (f"importance={importance!r}", importance in NEEDS_CALIBRATION),
+            ("compensate=True", compensate),
+        )
+        if on
+    ]
+    if needs and calibration is None:
+        raise TypeError(
+            f"calibration is required for {' and '.join(needs)}: pass training images "
+            "(N, C, H, W), or use importance='bn_scale' with compensate=False"
+        )
+    return importance, compensate
+
+
+def allocation_scores(
+    score: np.ndarray, importance: str, plan: ChannelPlan, group: ChannelGroup
+) -> np.ndarray:
+    """What the global allocator compares: importance per parameter a channel removal saves.
+
+    ``score`` is sorted (non-increasing). Fisher scores are in nats in every layer and stay
+    absolute; the other importances are made relative to their group's largest. Dividing by the
+    parameters one channel of the group carries makes the allocator remove the cheapest loss per
+    parameter first (the knapsack ratio; measured better at 50 %).
+    """
+    out = score.astype(np.float64)
+    if importance != "fisher":
+        out = out / max(out.max(), 1e-300)
+    per_channel = plan.params({}) - plan.params({group.name: group.channels - 1})
+    return out / max(per_channel, 1)
 
 
 def prune_channels(
     model: nn.Module,
+    calibration: torch.Tensor | None = None,
     *,
     param_reduction: float | None = None,
     amount: float | None = None,
+    keep: Mapping[str, int] | None = None,
+    importance: str | None = None,
+    compensate: bool | None = None,
+    residual: bool = True,
     layers: Sequence[str] | str | None = None,
+    batch_size: int = 128,
 ) -> nn.Module:
-    """Structured L1-norm filter pruning that physically removes channels; returns a new model.
+    """Structured channel pruning that physically removes channels; returns a new model.
 
     Parameters
     ----------
     model
         The trained network (not modified); must be traceable by ``torch.fx``.
+    calibration
+        Training inputs ``(N, C, H, W)`` (a few hundred images; never test images). Needed for
+        ``importance="fisher"``/``"activation"`` and bias compensation, the defaults when it is
+        given.
     param_reduction
-        Whole-network target in [0, 1), split across layers by one global threshold on the filters'
-        L1 norm relative to their layer's largest; met within 1 pp or a :class:`BudgetError` says
-        why not.
+        Whole-network target in [0, 1), split across groups by one global threshold on the
+        channel importance per parameter saved (see :func:`allocation_scores`); met within 1 pp or
+        a :class:`BudgetError` names the layers left out and why.
     amount
-        Fraction in [0, 1) of the channels to remove from every prunable layer (at least one
-        channel stays).
+        Fraction in [0, 1) of the channels to remove from every group (at least one stays).
+    keep
+        ``{group name: number of channels to keep}`` (a group is named by its first writer; the
+        others keep all); the most important channels stay. For allocations made elsewhere, e.g.
+        by measured sensitivity.
+    importance
+        ``"fisher"`` (default with calibration), ``"bn_scale"`` (default without),
+        ``"activation"`` or ``"l1"`` (raw filter L1 norm, Li et al. 2017); see
+        :mod:`smoothviz.compress.importance`.
+    compensate
+        Fold the removed channels' mean contribution into each reader (default: True with
+        calibration). Needs calibration.
+    residual
+        Also cut channels tied by a residual add, as one group across the whole stage (default).
+        ``False`` cuts only groups with a single writer.
     layers
-        Producer selection (default: every Conv2d/Linear but the first and the last); layers whose
-        channels are tied by a residual add or feed several layers are skipped.
+        Writer selection (default: every Conv2d/Linear, the first layer included; the
+        classifier's outputs are never cut). Layers whose channels cannot be cut (they reach a
+        concatenation, a reshape, the output, or are tied to unselected layers) are skipped and
+        listed in ``compression_info["skipped"]``.
+    batch_size
+        Images per calibration forward pass.
 
-    Exactly one of ``param_reduction`` and ``amount``.
+    Exactly one of ``param_reduction``, ``amount`` and ``keep``.
 
     Returns
     -------
     nn.Module
-        The smaller copy; ``.compression_info["kept"]`` lists the kept channels per producer.
+        The smaller copy; ``.compression_info`` holds the options, the kept channels per group
+        and the skipped layers with their reasons.
     """
-    mode = exactly_one(param_reduction=param_reduction, amount=amount)
-    value = check_reduction(param_reduction if mode == "param_reduction" else amount, mode)
-    chain_list = find_chains(model, layers)
-    chains = {c.producer: c for c in chain_list}
-    plan = ChannelPlan(model, chain_list)
+    mode = exactly_one(param_reduction=param_reduction, amount=amount, keep=keep)
+    if mode != "keep":
+        value = check_reduction(param_reduction if mode == "param_reduction" else amount, mode)
+    elif not isinstance(keep, Mapping):
+        raise TypeError(f"keep must be a dict {{group name: channels to keep}}, got {keep!r}")
+    importance, compensate = _check_channel_options(importance, compensate, calibration)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if calibration is not None:
+        check_calibration(model, calibration)
+    search = find_groups(model, layers, residual=residual)
+    groups = {g.name: g for g in search.groups}
+    if mode == "keep":
+        check_kept_counts(groups, keep)
+    plan = ChannelPlan(
+        model, search.groups, bias_readers(search.groups, model) if compensate else ()
+    )
     if mode == "param_reduction":
-        check_reachable(value, plan.total, plan.min_params(), "structured pruning of these layers")
+        reasons, include = budget_hints(model, search, layers, residual)
+        check_reachable(
+            value,
+            plan.total,
+            plan.min_params(),
+            "structured pruning of these layers",
+            left_out=reasons,
+            include=include,
+        )
+    stats = None
+    if importance in NEEDS_CALIBRATION or compensate:
+        stats = group_statistics(model, calibration, search.groups, batch_size=batch_size)
+    scores_raw = (
+        fisher_importance(
+            model, calibration, search.groups, stats, to_mean=compensate, batch_size=batch_size
+        )
+        if importance == "fisher"
+        else {n: channel_importance(model, g, importance, stats) for n, g in groups.items()}
+    )
     orders, scores = {}, {}
-    for p in chains:
-        l1 = filter_l1(model.get_submodule(p))
-        order = torch.argsort(l1, descending=True, stable=True)
-        orders[p] = order.numpy()
-        scores[p] = (l1[order] / l1.max().clamp_min(1e-300)).numpy()
+    for name, g in groups.items():
+        score = scores_raw[name]
+        order = np.argsort(-score, kind="stable")
+        orders[name] = order
+        scores[name] = allocation_scores(score[order], importance, plan, g)
     if mode == "param_reduction":
         kept_n = allocate(
             scores, plan.params, plan.total, value, what="structured pruning of these layers"
         )
+    elif mode == "amount":
+        kept_n = {p: max(1, g.channels - round(value * g.channels)) for p, g in groups.items()}
     else:
-        kept_n = {p: max(1, c.channels - round(value * c.channels)) for p, c in chains.items()}
-    keep = {p: np.sort(orders[p][: kept_n[p]]).tolist() for p in chains}
+        kept_n = {p: int(k) for p, k in keep.items()}
+    kept = {p: np.sort(orders[p][:n]).tolist() for p, n in kept_n.items()}
     new = copy.deepcopy(model)
-    apply_channel_cut(new, chains, keep)
-    new.compression_info = {"method": "prune_channels", "kept": keep}
+    for p, idx in kept.items():
+        cut_group(new, groups[p], idx, tap_means=stats.tap_means if compensate else None)
+    new.compression_info = {
+        "method": "prune_channels",
+        "importance": importance,
+        "compensate": compensate,
+        "residual": residual,
+        "kept": kept,
+        "skipped": search.skipped,
+    }
     return new

@@ -139,7 +139,11 @@ def _count(model: nn.Module) -> int:
 def _svd_layers(
     model: nn.Module, layers: Sequence[str] | str | None
 ) -> list[tuple[str, nn.Module]]:
-    chosen = select_layers(model, layers)
+    """The layers SVD factorises: ``layers``, or by default every Conv2d/Linear but the classifier,
+    the first layer only when factorising it can save parameters at a useful rank (break-even rank
+    ``m·n/(m+n) >= 32``: a Linear on 784 pixels yes, a 1- or 3-channel 3x3 stem no; see
+    :func:`smoothviz.layers.default_layers`). Grouped convolutions are skipped."""
+    chosen = select_layers(model, layers, method="svd")
     grouped = [n for n, m in chosen if isinstance(m, nn.Conv2d) and m.groups != 1]
     if grouped and layers is not None and not isinstance(layers, str):
         raise ValueError(

@@ -1,0 +1,274 @@
+"""What the readers of each channel group see on calibration data (forward passes only).
+
+Both channel methods look at the inputs of the layers that read a group's channels:
+
+- per *source* tensor (readers that read the same tensor share it), the rows ``Z`` of shape
+  ``(N·H·W, C)`` (or ``(N·f, C)`` after a flatten): their count, channel means, the squared
+  channel norms and, for the interpolative decomposition, the Gram matrix ``Zᵀ Z`` (float64);
+- per *reader*, the mean input each of its weights sees: for a ``Conv2d`` the mean of every kernel
+  tap over all output positions (shape ``(C, k_h, k_w)``, so zero padding at the borders is
+  accounted for exactly), for a ``Linear`` the mean of every input feature (shape ``(C, f)``). The
+  mean contribution of removed channels to the reader's output is ``Σ W ⊙ mean`` over them, which
+  is what bias compensation folds back in.
+
+Only ``C×C`` matrices and means are kept, never the activations themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from smoothviz.compress.calibration import check_calibration
+from smoothviz.compress.chains import ChannelGroup, Reader
+
+
+@dataclass
+class SourceStats:
+    """Statistics of the rows ``Z`` (``(rows, C)``) of one tensor that readers read."""
+
+    rows: int
+    mean: np.ndarray  # (C,)
+    sumsq: np.ndarray  # (C,) Σ z_c²
+    gram: np.ndarray | None  # (C, C) Σ z zᵀ, when asked for
+
+    def variance(self) -> np.ndarray:
+        """Per-channel variance over the rows."""
+        return np.maximum(self.sumsq / self.rows - self.mean**2, 0.0)
+
+    def covariance(self) -> np.ndarray:
+        """``Zᵀ Z / rows - mean meanᵀ`` (needs the Gram)."""
+        return self.gram / self.rows - np.outer(self.mean, self.mean)
+
+
+@dataclass
+class GroupStats:
+    """Per source and per reader statistics of every group measured together."""
+
+    sources: dict[str, SourceStats]
+    tap_means: dict[str, torch.Tensor]  # reader -> (C, k_h, k_w) or (C, f), float64
+
+
+def _rows(x: torch.Tensor, reader: Reader, channels: int) -> torch.Tensor:
+    if x.ndim == 4:
+        return x.permute(0, 2, 3, 1).reshape(-1, channels)
+    f = reader.features_per_channel
+    return x.reshape(-1, channels, f).permute(0, 2, 1).reshape(-1, channels)
+
+
+def _conv_padding(conv: nn.Conv2d) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding the conv applies, for numeric and string paddings."""
+    if conv.padding == "valid":
+        return 0, 0, 0, 0
+    if conv.padding == "same":
+        pads = []
+        for k, d in zip(reversed(conv.kernel_size), reversed(conv.dilation), strict=True):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)
+    ph, pw = conv.padding
+    return pw, pw, ph, ph
+
+
+def _tap_sums(x: torch.Tensor, conv: nn.Conv2d) -> tuple[torch.Tensor, int]:
+    """Σ over samples and output positions of the input under every kernel tap, and the count."""
+    pad = _conv_padding(conv)
+    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+    xp = F.pad(x, pad, mode=mode) if any(pad) else x
+    kh, kw = conv.kernel_size
+    dh, dw = conv.dilation
+    sh, sw = conv.stride
+    ho = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    wo = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    out = torch.empty(x.shape[1], kh, kw, dtype=torch.float64, device=x.device)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            out[:, i, j] = xp[:, :, rows, cols].double().sum((0, 2, 3))
+    return out, x.shape[0] * ho * wo
+
+
+def group_statistics(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    groups: Sequence[ChannelGroup],
+    *,
+    gram: bool = False,
+    batch_size: int = 128,
+) -> GroupStats:
+    """Run ``calibration`` through ``model`` (eval mode, no gradient) and measure every reader input.
+
+    Parameters
+    ----------
+    model
+        The network (not modified; its train/eval mode is restored).
+    calibration
+        Training inputs ``(N, ...)``, validated by
+        :func:`smoothviz.compress.calibration.check_calibration`.
+    groups
+        The groups whose readers are measured.
+    gram
+        Also accumulate the ``C×C`` Gram matrix of every source (the interpolative decomposition
+        needs it; pruning needs only the diagonal).
+    batch_size
+        Images per forward pass.
+    """
+    calibration = check_calibration(model, calibration)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    acc: dict[str, dict] = {}
+    taps: dict[str, list] = {}
+    by_reader = {r.name: (g, r) for g in groups for r in g.readers}
+
+    def hook(name: str):
+        g, reader = by_reader[name]
+        module = model.get_submodule(name)
+
+        def record(_module: nn.Module, args: tuple) -> None:
+            x = args[0].detach()
+            if reader.source not in acc or acc[reader.source]["owner"] == name:
+                z = _rows(x, reader, g.channels).double()
+                a = acc.setdefault(
+                    reader.source,
+                    {"owner": name, "rows": 0, "sum": 0.0, "sumsq": 0.0, "gram": 0.0},
+                )
+                a["rows"] += z.shape[0]
+                a["sum"] = a["sum"] + z.sum(0)
+                a["sumsq"] = a["sumsq"] + (z * z).sum(0)
+                if gram:
+                    a["gram"] = a["gram"] + z.T @ z
+            if isinstance(module, nn.Conv2d):
+                s, n = _tap_sums(x, module)
+            else:
+                flat = x.reshape(-1, module.in_features)
+                s = flat.double().sum(0).reshape(g.channels, reader.features_per_channel)
+                n = flat.shape[0]
+            t = taps.setdefault(name, [0.0, 0])
+            t[0], t[1] = t[0] + s, t[1] + n
+
+        return record
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in by_reader]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for start in range(0, len(calibration), batch_size):
+                model(calibration[start : start + batch_size].to(device))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"calibration of shape {tuple(calibration.shape)} does not fit the model: {exc}"
+        ) from exc
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    sources = {}
+    for src, a in acc.items():
+        rows = a["rows"]
+        sources[src] = SourceStats(
+            rows,
+            (a["sum"] / rows).cpu().numpy(),
+            a["sumsq"].cpu().numpy(),
+            a["gram"].cpu().numpy() if gram else None,
+        )
+    tap_means = {name: (s / n).cpu() for name, (s, n) in taps.items()}
+    return GroupStats(sources, tap_means)
+
+
+@dataclass
+class PairedStats:
+    """Reader inputs of a compressed model next to those of the original, on the same images.
+
+    For every source: ``gram`` ``Z̃ᵀ Z̃`` and ``cross`` ``Z̃ᵀ Z`` (compressed rows ``Z̃``, original
+    rows ``Z``), both means; for every reader, the tap means of both.
+    """
+
+    rows: dict[str, int]
+    gram: dict[str, np.ndarray]
+    cross: dict[str, np.ndarray]
+    mean: dict[str, np.ndarray]  # compressed
+    mean_original: dict[str, np.ndarray]
+    tap_means: dict[str, torch.Tensor]  # compressed
+    tap_means_original: dict[str, torch.Tensor]
+
+
+def paired_statistics(
+    original: nn.Module,
+    compressed: nn.Module,
+    calibration: torch.Tensor,
+    group: ChannelGroup,
+    *,
+    batch_size: int = 128,
+) -> PairedStats:
+    """Run the same calibration batches through both models; measure ``group``'s reader inputs."""
+    calibration = check_calibration(original, calibration)
+    first = {}
+    for r in group.readers:
+        first.setdefault(r.source, r)
+    seen: dict[str, dict[str, torch.Tensor]] = {"original": {}, "compressed": {}}
+    taps: dict[str, dict[str, list]] = {"original": {}, "compressed": {}}
+
+    def hook(which: str, reader):
+        module = (original if which == "original" else compressed).get_submodule(reader.name)
+
+        def record(_module: nn.Module, args: tuple) -> None:
+            x = args[0].detach()
+            if first[reader.source] is reader:
+                seen[which][reader.source] = _rows(x, reader, group.channels).double()
+            if isinstance(module, nn.Conv2d):
+                s, n = _tap_sums(x, module)
+            else:
+                flat = x.reshape(-1, module.in_features)
+                s = flat.double().sum(0).reshape(group.channels, reader.features_per_channel)
+                n = flat.shape[0]
+            t = taps[which].setdefault(reader.name, [0.0, 0])
+            t[0], t[1] = t[0] + s, t[1] + n
+
+        return record
+
+    handles = [
+        m.get_submodule(r.name).register_forward_pre_hook(hook(which, r))
+        for which, m in (("original", original), ("compressed", compressed))
+        for r in group.readers
+    ]
+    acc = {src: {"rows": 0, "gram": 0.0, "cross": 0.0, "sum": 0.0, "sum0": 0.0} for src in first}
+    modes = (original.training, compressed.training)
+    original.eval()
+    compressed.eval()
+    try:
+        device = next(original.parameters()).device
+        with torch.no_grad():
+            for start in range(0, len(calibration), batch_size):
+                x = calibration[start : start + batch_size].to(device)
+                original(x)
+                compressed(x)
+                for src, a in acc.items():
+                    z, z0 = seen["compressed"][src], seen["original"][src]
+                    a["rows"] += z.shape[0]
+                    a["gram"] = a["gram"] + z.T @ z
+                    a["cross"] = a["cross"] + z.T @ z0
+                    a["sum"] = a["sum"] + z.sum(0)
+                    a["sum0"] = a["sum0"] + z0.sum(0)
+    finally:
+        for h in handles:
+            h.remove()
+        original.train(modes[0])
+        compressed.train(modes[1])
+    rows = {src: a["rows"] for src, a in acc.items()}
+    return PairedStats(
+        rows,
+        {src: a["gram"].cpu().numpy() for src, a in acc.items()},
+        {src: a["cross"].cpu().numpy() for src, a in acc.items()},
+        {src: (a["sum"] / a["rows"]).cpu().numpy() for src, a in acc.items()},
+        {src: (a["sum0"] / a["rows"]).cpu().numpy() for src, a in acc.items()},
+        {name: (s / n).cpu() for name, (s, n) in taps["compressed"].items()},
+        {name: (s / n).cpu() for name, (s, n) in taps["original"].items()},
+    )
