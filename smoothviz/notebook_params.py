@@ -318,7 +318,8 @@ class TradeoffParams(NotebookParams):
     # The main job's methods must fit its 5 minutes: benchmarks/results/report_methods_cost.md
     # measured each method's share of this notebook on the default trainings. prune_channels is
     # left out of the default (the weakest there, 0.10 / 0.14 at 70 % without BN re-estimation, at
-    # 20+ s); the full and cifar10 presets run every method (None).
+    # 20+ s, measured before prune_channels gained importance scores and bias compensation); the
+    # full and cifar10 presets run every method (None).
     methods: tuple[str, ...] | None = _help(
         "compression methods (None: every method in smoothviz.compress.METHODS)",
         default=DEFAULT_METHODS,
