@@ -40,7 +40,8 @@ INTRO = {
     ),
     "04_tradeoff": (
         "Accuracy **without fine-tuning** against the fraction of parameters removed, for every "
-        "compression method and both trainings, with parameters, FLOPs and latency."
+        "compression method and both trainings, with parameters, FLOPs and latency. The headline "
+        "(the report's landing page) is computed from this notebook's sweep."
     ),
     "05_explore": (
         "Interactive: move the sliders to choose SVD ranks or a pruning ratio and watch the test "
@@ -154,8 +155,9 @@ ranks""",
         (
             "code",
             """from smoothviz.analysis import tradeoff_table
+from smoothviz.headline import best_methods, headline_sentence, headline_table, save_results
 from smoothviz.notebook_params import TradeoffParams
-from smoothviz.plots import plot_tradeoff
+from smoothviz.plots import tradeoff_grid
 from smoothviz.sweep import sweep
 
 params = TradeoffParams.from_notebook(globals())
@@ -164,20 +166,42 @@ params""",
         (
             "code",
             """runs = params.train_runs()
-models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
+models = {"baseline": runs["baseline"].model, "smooth": runs["smooth"].model}
 data = params.load_data()""",
         ),
         ("markdown", "## Compress every model with every method at every target"),
         (
             "code",
-            """results = sweep(models, params.methods, params.reductions, data,
+            """results = sweep(models, params.method_list, params.reductions, data,
                 bn_reestimate=params.bn_reestimate, bn_images=1024, latency_repeats=5,
-                progress=False)""",
+                progress=False)
+save_results(results, data);  # tradeoff.csv: the report's landing page reads its headline from it""",
         ),
-        ("markdown", "## Accuracy vs parameter reduction (no fine-tuning)"),
-        ("code", "plot_tradeoff(results);"),
+        ("markdown", "## Headline"),
+        (
+            "code",
+            """headline = headline_table(results)
+print(headline_sentence(headline))""",
+        ),
+        ("markdown", "Best method of each training at each target (plain accuracy):"),
+        ("code", "best_methods(headline)"),
+        (
+            "markdown",
+            "## Accuracy vs parameter reduction (no fine-tuning)\n\n"
+            "Dotted lines: each training's uncompressed accuracy; dash-dot: chance level.",
+        ),
+        ("code", "tradeoff_grid(results, chance=1 / data.num_classes);"),
         ("markdown", "## Parameters, FLOPs, latency and accuracy"),
         ("code", "tradeoff_table(results)"),
+        (
+            "markdown",
+            "## How the regulariser weight was chosen\n\n"
+            "Only with `show_lambda_sweep` (the `full` preset): accuracy at 70 % fewer parameters "
+            "against each regulariser's weight, measured on the benchmark model by "
+            "`benchmarks/lambda_sweep.py`; the `full` preset's first-order weight comes from it "
+            "(its `lambda_sweep.md` says which weights were measured).",
+        ),
+        ("code", "params.lambda_sweep_figure();"),
     ],
     "05_explore": [
         (

@@ -372,3 +372,12 @@ def augment_batch(
         mask = torch.rand(n, device=x.device, generator=generator) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x.contiguous()
+
+
+def fashion_mnist_available() -> bool:
+    """Whether the full Fashion-MNIST is on disk where :func:`load_dataset` looks by default."""
+    try:
+        _fashion_mnist_root(None, download=False)
+    except FileNotFoundError:
+        return False
+    return True

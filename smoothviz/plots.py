@@ -2,7 +2,8 @@
 
 Each helper draws into ``ax`` (a new figure when ``None``) and returns that Axes, so it composes with
 subplots, seaborn and the widgets. :func:`spectra_grid` and :func:`weights_grid` are the figure-level
-helpers: one Axes per layer, each drawn by :func:`plot_spectra` / :func:`plot_weights`.
+helpers: one Axes per layer, each drawn by :func:`plot_spectra` / :func:`plot_weights`;
+:func:`tradeoff_grid` and :func:`lambda_sweep_grid` draw one panel per compression method.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def plot_spectra(
         The chosen rank(s) to mark with vertical lines: an int, ``{layer: rank}``, or a
         :func:`smoothviz.analysis.chosen_ranks` frame (one line per training, in its colour).
     **style
-        Passed to :func:`seaborn.lineplot`.
+        Passed to :meth:`matplotlib.axes.Axes.plot`.
     """
     _require_columns(spectra, ["layer", "index", y], "plot_spectra")
     layers = list(dict.fromkeys(spectra["layer"]))
@@ -163,10 +164,17 @@ def plot_spectra(
     ax = _axes(ax)
     df = spectra[spectra["layer"] == layer]
     hue = "training" if "training" in df.columns else None
-    sns.lineplot(data=df, x="index", y=y, hue=hue, ax=ax, **style)
+    # One plain line per training (seaborn's aggregation machinery costs ~10x more per panel, and
+    # a spectra grid draws one panel per layer).
+    trainings = list(dict.fromkeys(df[hue])) if hue else [None]
+    for colour, training in zip(sns.color_palette(n_colors=len(trainings)), trainings):
+        part = df if training is None else df[df[hue] == training]
+        ax.plot(part["index"], part[y], color=colour, label=training, **style)
+    if hue:
+        ax.legend(title=hue)
     if y != "cumulative_energy":
         ax.set_yscale("log")
-    _mark_ranks(ax, ranks, layer, hue_order=list(dict.fromkeys(df[hue])) if hue else None)
+    _mark_ranks(ax, ranks, layer, hue_order=trainings if hue else None)
     ax.set_xlabel("rank position i")
     ax.set_ylabel(Y_LABELS.get(y, y))
     ax.set_title(layer)
@@ -259,42 +267,280 @@ def plot_smoothness(
     return ax
 
 
+def _reference_lines(
+    ax: Axes,
+    results: pd.DataFrame,
+    *,
+    colours: Mapping[str, Any] | None,
+    chance: float | None,
+) -> list[Any]:
+    """Each training's uncompressed accuracy (dotted) and the chance level (dash-dot).
+
+    Returns the lines, labelled (``"baseline uncompressed 89.4 %"``, ``"chance 10 %"``), for a
+    legend: :func:`_extend_legend`.
+    """
+    lines = []
+    if "test_acc_uncompressed" in results.columns:
+        per_training = (
+            results.drop_duplicates("training").set_index("training")["test_acc_uncompressed"]
+            if "training" in results.columns
+            else pd.Series({"model": results["test_acc_uncompressed"].iloc[0]})
+        )
+        for training, acc in per_training.dropna().items():
+            colour = (colours or {}).get(training, "0.35")
+            lines.append(
+                ax.axhline(
+                    acc,
+                    color=colour,
+                    linestyle=":",
+                    linewidth=1.3,
+                    zorder=1,
+                    label=f"{training} uncompressed {100 * acc:.1f} %",
+                )
+            )
+    if chance is not None:
+        lines.append(
+            ax.axhline(
+                chance,
+                color="0.5",
+                linestyle="-.",
+                linewidth=1,
+                zorder=1,
+                label=f"chance {100 * chance:.0f} %",
+            )
+        )
+    return lines
+
+
+def _extend_legend(ax: Axes, lines: Sequence[Any], **kwargs: Any) -> None:
+    """Add labelled lines to the legend seaborn drew (or make one)."""
+    old = ax.get_legend()
+    handles = list(old.legend_handles) if old is not None else []
+    labels = [t.get_text() for t in old.get_texts()] if old is not None else []
+    handles += list(lines)
+    labels += [line.get_label() for line in lines]
+    ax.legend(handles, labels, **kwargs)
+
+
+def _check_chance(chance: float | None) -> None:
+    if chance is not None and (
+        isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1
+    ):
+        raise ValueError(f"chance must be None or an accuracy in [0, 1], got {chance!r}")
+
+
 def plot_tradeoff(
     results: pd.DataFrame,
     *,
     x: str = "param_reduction",
     y: str = "test_acc",
+    chance: float | None = None,
+    reference: bool = True,
     ax: Axes | None = None,
     **style: Any,
 ) -> Axes:
-    """Accuracy vs parameter reduction: colour = method, line style = training (seaborn).
+    """Accuracy vs parameter reduction, with each training's uncompressed accuracy as reference.
+
+    With one method in the frame, colour = training; with several, colour = method and line
+    style = training (seaborn).
 
     Parameters
     ----------
     results
         A :func:`smoothviz.sweep.sweep` frame (columns ``method``, ``training``, ``x``, ``y``).
+    chance
+        Chance-level accuracy (``1 / number of classes``) drawn as a reference; None: not drawn.
+    reference
+        Draw each training's uncompressed accuracy (``test_acc_uncompressed``) as a dotted line.
     """
     _require_columns(results, [x, y], "plot_tradeoff")
+    _check_chance(chance)
     ax = _axes(ax)
-    hue = "method" if "method" in results.columns else None
-    style_col = "training" if "training" in results.columns else None
+    one_method = "method" not in results.columns or results["method"].nunique() == 1
+    has_training = "training" in results.columns
+    hue = "training" if (one_method and has_training) else ("method" if not one_method else None)
+    style_col = "training" if (has_training and not one_method) else None
+    trainings = list(dict.fromkeys(results["training"])) if has_training else []
+    palette = dict(zip(trainings, sns.color_palette(n_colors=max(len(trainings), 1))))
     sns.lineplot(
         data=results.sort_values(x),
         x=x,
         y=y,
         hue=hue,
         style=style_col,
+        palette=palette if hue == "training" else None,
         markers=True,
         dashes=True,
         ax=ax,
         **style,
     )
+    if reference or chance is not None:
+        _reference_lines(
+            ax,
+            results
+            if reference
+            else results.drop(columns="test_acc_uncompressed", errors="ignore"),
+            colours=palette if hue == "training" else None,
+            chance=chance,
+        )
     ax.set_xlabel(Y_LABELS.get(x, x))
     ax.set_ylabel(Y_LABELS.get(y, y))
     ax.set_title("accuracy without fine-tuning")
     if ax.get_legend() is not None:
         sns.move_legend(ax, "center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     return ax
+
+
+def tradeoff_grid(
+    results: pd.DataFrame,
+    *,
+    chance: float | None = None,
+    ncols: int = 3,
+    size: float = 3.3,
+) -> Figure:
+    """One panel per method: accuracy vs achieved parameter reduction, one colour per training.
+
+    Solid lines are the plain accuracy, dashed ones the accuracy after BatchNorm re-estimation
+    (when the sweep measured it). Every panel carries each training's uncompressed accuracy
+    (dotted, in its colour) and, when given, the chance level.
+    """
+    _require_columns(
+        results, ["method", "training", "param_reduction", "test_acc"], "tradeoff_grid"
+    )
+    _check_chance(chance)
+    methods = list(dict.fromkeys(results["method"]))
+    trainings = list(dict.fromkeys(results["training"]))
+    palette = dict(zip(trainings, sns.color_palette(n_colors=len(trainings))))
+    values = {"test_acc": "plain"}
+    if (
+        "test_acc_bn_reestimated" in results.columns
+        and results["test_acc_bn_reestimated"].notna().any()
+    ):
+        values["test_acc_bn_reestimated"] = "BN re-estimated"
+    long = results.melt(
+        id_vars=["training", "method", "param_reduction"],
+        value_vars=list(values),
+        var_name="evaluation",
+        value_name="accuracy",
+    ).dropna(subset=["accuracy", "param_reduction"])
+    long["evaluation"] = long["evaluation"].map(values)
+    ncols = max(1, min(ncols, len(methods)))
+    nrows = math.ceil(len(methods) / ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(size * ncols * 1.15, size * nrows),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, method in zip(axes.flat, methods):
+        sns.lineplot(
+            data=long[long["method"] == method].sort_values("param_reduction"),
+            x="param_reduction",
+            y="accuracy",
+            hue="training",
+            hue_order=trainings,
+            style="evaluation",
+            style_order=list(values.values()),
+            palette=palette,
+            markers=True,
+            ax=ax,
+        )
+        lines = _reference_lines(
+            ax, results[results["method"] == method], colours=palette, chance=chance
+        )
+        ax.set_title(method)
+        ax.set_xlabel("parameter reduction (achieved)")
+        ax.set_ylabel("test accuracy")
+        if ax is axes.flat[0]:  # the references are the same in every panel: one legend
+            _extend_legend(ax, lines, loc="lower left", fontsize="x-small")
+        elif ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for ax in axes.flat[len(methods) :]:
+        ax.set_visible(False)
+    fig.suptitle("Test accuracy without fine-tuning")
+    return fig
+
+
+def plot_lambda_sweep(
+    sweep: pd.DataFrame,
+    method: str,
+    *,
+    target: float = 0.7,
+    ax: Axes | None = None,
+    **style: Any,
+) -> Axes:
+    """Accuracy at one compression target vs regulariser weight, one line per regulariser.
+
+    Parameters
+    ----------
+    sweep
+        Rows of ``benchmarks/lambda_sweep.py`` (columns ``regulariser``, ``weight``, ``method``,
+        ``target_reduction``, ``test_acc``, ``test_acc_uncompressed``); the ``baseline`` rows
+        (weight 0) are drawn as horizontal references, since 0 has no place on a log axis.
+    method
+        Which compression method's accuracy to draw.
+    target
+        The parameter-reduction target (one of the sweep's).
+    """
+    _require_columns(
+        sweep,
+        [
+            "regulariser",
+            "weight",
+            "method",
+            "target_reduction",
+            "test_acc",
+            "test_acc_uncompressed",
+        ],
+        "plot_lambda_sweep",
+    )
+    methods = list(dict.fromkeys(sweep["method"]))
+    if method not in methods:
+        raise ValueError(f"plot_lambda_sweep: method {method!r} not in the sweep; it has {methods}")
+    at = sweep[(sweep["method"] == method) & (sweep["target_reduction"] == target)]
+    if at.empty:
+        targets = sorted(set(sweep["target_reduction"]))
+        raise ValueError(
+            f"plot_lambda_sweep: no rows at target {target!r}; the sweep has {targets}"
+        )
+    ax = _axes(ax)
+    regularised = at[at["regulariser"] != "baseline"].sort_values("weight")
+    sns.lineplot(
+        data=regularised, x="weight", y="test_acc", hue="regulariser", marker="o", ax=ax, **style
+    )
+    base = at[at["regulariser"] == "baseline"]
+    if len(base):
+        acc, unc = float(base["test_acc"].iloc[0]), float(base["test_acc_uncompressed"].iloc[0])
+        ax.axhline(acc, color="0.3", linestyle="--", linewidth=1, label="baseline (weight 0)")
+        ax.axhline(unc, color="0.3", linestyle=":", linewidth=1, label="baseline uncompressed")
+    ax.set_xscale("log")
+    ax.set_xlabel("regulariser weight λ")
+    ax.set_ylabel(f"test accuracy at {target:.0%} fewer parameters")
+    ax.set_title(method)
+    ax.legend(fontsize="x-small")
+    return ax
+
+
+def lambda_sweep_grid(sweep: pd.DataFrame, *, target: float = 0.7, size: float = 3.3) -> Figure:
+    """One :func:`plot_lambda_sweep` panel per compression method, side by side; the Figure."""
+    _require_columns(sweep, ["method"], "lambda_sweep_grid")
+    methods = list(dict.fromkeys(sweep["method"]))
+    fig, axes = plt.subplots(
+        1,
+        len(methods),
+        figsize=(size * 1.1 * len(methods), size),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, method in zip(axes[0], methods):
+        plot_lambda_sweep(sweep, method, target=target, ax=ax)
+        if ax is not axes[0][0] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle(f"Test accuracy at {target:.0%} fewer parameters vs regulariser weight")
+    return fig
 
 
 def plot_history(

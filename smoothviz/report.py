@@ -3,8 +3,12 @@
 ``python -m smoothviz report [--preset default|full|cifar10] [-p name=value ...] [--grid name=v1,v2]``
 runs every notebook in ``notebooks/`` in order into ``reports/<run-id>/<point>/`` (one folder per
 grid point), renders each executed notebook to HTML without its input cells, and writes
-``reports/<run-id>/index.html``: status, a summary table with links, the parameters of every point,
-and the device, versions and git SHA that produced it (plus ``report.json`` with the same content).
+``reports/<run-id>/index.html``. The page opens with the headline of each grid point: the table of
+test accuracies (per training, method and target, without and with BatchNorm re-estimation, next to
+the uncompressed accuracy; the best method per target) and one sentence computed from it
+(:mod:`smoothviz.headline`), on the test split it names. Then the status, a summary table with
+links, the parameters of every point, and the device, versions and git SHA that produced it.
+``report.json`` holds the same content, the headline as records under ``headline``.
 
 Guarantees:
 
@@ -40,19 +44,37 @@ from typing import Any
 
 from smoothviz.atomic import atomic_write_text
 from smoothviz.config import ConfigError
-from smoothviz.notebook_params import NOTEBOOKS, notebook_path
+from smoothviz.headline import (
+    RESULTS_FILE,
+    best_methods,
+    describe_test_split,
+    headline_sentence,
+    headline_table,
+    load_results,
+)
+from smoothviz.notebook_params import NOTEBOOKS, NotebookParams, notebook_path
 
+# The notebooks' own defaults (smoothviz/notebook_params.py) are the main job, ``default``: a
+# residual net trained on the full Fashion-MNIST to >= 0.89 in the 5-minute budget; each value there
+# says which benchmark chose it. Other presets change only what they name.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded Fashion-MNIST subset and a narrow CNN: the whole report in minutes on a laptop CPU.
     "default": {},
-    # The full Fashion-MNIST (Debian package dataset-fashion-mnist or $SMOOTHVIZ_FASHION_MNIST).
+    # The benchmark model of benchmarks/ (resnet18 width 16, 20,000 images x 4 epochs; the
+    # regulariser-weight sweep ran on it, so its trainings are usually cached) with the weight that
+    # sweep chose (benchmarks/results/lambda_sweep.md), every method at five targets, and the
+    # sweep's figure.
     "full": {
         "dataset": "fashion-mnist",
-        "width": 32,
-        "epochs": 10,
-        "train_subset": None,
+        "model": "resnet18",
+        "width": 16,
+        "epochs": 4,
+        "train_subset": 20000,
+        "first_order": 0.02,
         "eval_subset": None,
+        "reductions": [0.3, 0.5, 0.7, 0.85, 0.9],
         "bn_reestimate": True,
+        "show_lambda_sweep": True,
+        "methods": None,  # every method in compress.METHODS
     },
     # CIFAR-10 with the CIFAR-style ResNet-18, as in the paper (files must already be on disk).
     "cifar10": {
@@ -63,8 +85,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_subset": None,
         "eval_subset": None,
         "bn_reestimate": True,
+        "methods": None,  # every method in compress.METHODS
     },
 }
+# Without the full Fashion-MNIST on disk, a preset that asks for it (and a user who did not name a
+# dataset) falls back to the embedded subset, all of it, and the report says so.
+EMBEDDED_FALLBACK: dict[str, Any] = {"dataset": "fashion-mnist-mini", "train_subset": None}
 STATUSES = ("pending", "running", "ok", "failed", "skipped")
 
 
@@ -167,6 +193,7 @@ class GridPoint:
     folder: str
     parameters: dict[str, Any]
     notebooks: list[NotebookRun] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said on the landing page (data fallback...)
 
     @property
     def status(self) -> str:
@@ -190,6 +217,34 @@ def _coerce_list(cls: type, name: str, value: Any) -> Any:
 def _slug(values: Mapping[str, Any]) -> str:
     text = "_".join(f"{k}-{v}" for k, v in values.items()) or "defaults"
     return re.sub(r"[^A-Za-z0-9._-]+", "", text.replace(" ", ""))[:80] or "point"
+
+
+def resolve_preset(
+    preset: str, named: set[str] | frozenset[str] = frozenset()
+) -> tuple[dict, list]:
+    """A preset's values, with the embedded-data fallback applied when it is needed.
+
+    When the preset (or the notebooks' default) asks for the full Fashion-MNIST, the user did not
+    name ``dataset`` (``named``: the parameter names given with -p/--grid), and the full set is not
+    installed, the values of :data:`EMBEDDED_FALLBACK` replace the preset's. Returns the values and
+    the notes to show on the landing page.
+    """
+    from smoothviz.data import fashion_mnist_available
+
+    if preset not in PRESETS:
+        raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
+    values = dict(PRESETS[preset])
+    dataset = values.get("dataset", NotebookParams.default("dataset"))
+    if "dataset" in named or dataset != "fashion-mnist" or fashion_mnist_available():
+        return values, []
+    values.update(EMBEDDED_FALLBACK)
+    note = (
+        "The full Fashion-MNIST is not installed (Debian package dataset-fashion-mnist, which "
+        "scripts/setup.sh installs when run as root, or $SMOOTHVIZ_FASHION_MNIST), so this run "
+        "trained and tested on the embedded subset (10,000 training, 2,000 test images): "
+        "accuracies are lower than the full set gives."
+    )
+    return values, [note]
 
 
 def plan(
@@ -224,15 +279,17 @@ def plan(
     both = sorted(set(parameters) & set(grid))
     if both:
         raise ConfigError(f"parameter(s) {both} given both with -p and --grid")
+    preset_values, notes = resolve_preset(preset, named=set(parameters) | set(grid))
     points = []
     combos = list(itertools.product(*grid.values())) if grid else [()]
     for i, combo in enumerate(combos):
         point_values = dict(zip(grid, combo))
-        values = {**PRESETS[preset], **parameters, **point_values}
+        values = {**preset_values, **parameters, **point_values}
         point = GridPoint(
             label=", ".join(f"{k}={v!r}" for k, v in point_values.items()) or "(no grid)",
             folder=f"{i:02d}-{_slug(point_values)}",
             parameters={},
+            notes=list(notes),
         )
         for name in names:
             cls = NOTEBOOKS[name]
@@ -311,6 +368,25 @@ def _extract_figure(ipynb: Path, target: Path) -> bool:
 
     atomic_write(target, lambda f: f.write(data))
     return True
+
+
+def kernel_config() -> Any:
+    """Traitlets config for the kernels papermill starts: their traffic encrypted, or local only.
+
+    ipykernel warns on every start ("Kernel is running over TCP without encryption") unless the
+    kernel manager provisions CurveZMQ keys or uses IPC sockets. So: CurveZMQ where jupyter_client
+    offers it (``KernelManager.transport_encryption``) and pyzmq was built with it; else IPC sockets
+    on POSIX; else jupyter_client's defaults. Real kernel errors still reach the terminal.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    if os.name == "posix":
+        return Config({"KernelManager": {"transport": "ipc"}})
+    return Config()
 
 
 def _error_text(exc: BaseException) -> str:
@@ -521,6 +597,7 @@ def _run_point(
                 log_output=False,
                 cwd=str(folder),
                 execution_timeout=timeout,
+                config=kernel_config(),
             )
             nb.status = "ok"
         except Exception as exc:  # a failed notebook is reported, not fatal to the run
@@ -629,6 +706,11 @@ text-align:left;vertical-align:top;font-size:.9rem}th{background:#f4f4f6}
 .skipped{background:#777}
 td .state{font-size:.8rem}.err{color:#b00020;white-space:pre-wrap;font-family:monospace;
 font-size:.8rem;max-width:40rem}code{font-size:.85rem}
+.sentence{font-size:1.1rem;font-weight:600;margin:.6rem 0;max-width:60rem}
+.headline td.num{text-align:right;font-variant-numeric:tabular-nums}.headline .best{font-weight:700;
+background:#e8f5ec}.headline tr.bestrow td{background:#f8f8fa;font-size:.8rem}
+.note{background:#fff4e0;border-left:4px solid #a15c00;padding:.4rem .8rem;max-width:60rem}
+.muted{color:#555;font-size:.85rem}
 """
 
 
@@ -642,8 +724,135 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_index(meta: Mapping[str, Any], points: Sequence[GridPoint], state: str) -> str:
-    """The landing page's HTML (every user-given string escaped)."""
+def point_headline(run_dir: Path, point: GridPoint) -> dict[str, Any] | None:
+    """The headline of one grid point from its trade-off results, or None before they exist.
+
+    Returns ``{"table", "best", "best_bn", "sentence", "test_split"}`` (DataFrames and strings), or
+    ``{"error": text}`` when the results file cannot be read or lacks what the headline needs.
+    """
+    path = Path(run_dir) / point.folder / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        results = load_results(path)
+        table = headline_table(results)
+        return {
+            "table": table,
+            "best": best_methods(table),
+            "best_bn": best_methods(table, "test_acc_bn_reestimated"),
+            "sentence": headline_sentence(table),
+            "test_split": describe_test_split(results),
+        }
+    except (OSError, ValueError, KeyError) as exc:
+        return {"error": f"{path.name}: {_error_text(exc)}"}
+
+
+def _pct_cell(value: Any, best: bool) -> str:
+    if value is None or value != value:  # None or NaN: not measured, or the target not reached
+        return '<td class="num">—</td>'
+    return f'<td class="num{" best" if best else ""}">{100 * float(value):.1f}</td>'
+
+
+def _headline_html(point: GridPoint, headline: Mapping[str, Any] | None, label: bool) -> str:
+    """One point's headline: the sentence, the test split, the table with the best methods."""
+    title = f"<h3>{_e(point.label)}</h3>" if label else ""
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in point.notes)
+    if headline is None:
+        waiting = {"failed": "not measured: the run failed before the trade-off notebook ended"}
+        text = waiting.get(point.status, "not measured yet: the trade-off notebook has not ended")
+        return f'{title}{notes}<p class="muted">Headline {_e(text)}.</p>'
+    if "error" in headline:
+        return f'{title}{notes}<p class="err">headline unavailable: {_e(headline["error"])}</p>'
+    table = headline["table"]
+    targets = sorted(set(table["target_reduction"].dropna()))
+    trainings = list(dict.fromkeys(table["training"]))
+    methods = list(dict.fromkeys(table["method"]))
+    best = {(r.training, r.target_reduction): r.method for r in headline["best"].itertuples()}
+    best_bn = {(r.training, r.target_reduction): r.method for r in headline["best_bn"].itertuples()}
+    configs = {}
+    try:  # the trainings compared, in words (every notebook of a point trains the same two)
+        params = NOTEBOOKS[point.notebooks[0].name].from_dict(point.notebooks[0].parameters)
+        configs = {k: _describe_training(v) for k, v in params.training_configs().items()}
+    except (ConfigError, IndexError):
+        pass
+    with_bn = bool(table["test_acc_bn_reestimated"].notna().any())
+    span = 2 if with_bn else 1
+    head1 = (
+        "<tr><th rowspan=2>training</th><th rowspan=2>method</th><th rowspan=2>uncompressed</th>"
+        + "".join(f"<th colspan={span}>{100 * t:.0f} % fewer parameters</th>" for t in targets)
+        + "</tr>"
+    )
+    head2 = (
+        "<tr>"
+        + ("<th>plain</th><th>BN re-est.</th>" if with_bn else "<th>plain</th>") * len(targets)
+        + "</tr>"
+    )
+    body = []
+    for training in trainings:
+        rows = table[table["training"] == training]
+        unc = rows["test_acc_uncompressed"].iloc[0]
+        for i, method in enumerate(methods):
+            cells = [
+                f"<td>{_e(training)}</td>" if i == 0 else "<td></td>",
+                f"<td>{_e(method)}</td>",
+            ]
+            cells.append(_pct_cell(unc, False) if i == 0 else "<td></td>")
+            for t in targets:
+                row = rows[(rows["method"] == method) & (rows["target_reduction"] == t)]
+                plain = row["test_acc"].iloc[0] if len(row) else None
+                bn = row["test_acc_bn_reestimated"].iloc[0] if len(row) else None
+                cells.append(_pct_cell(plain, best.get((training, t)) == method))
+                if with_bn:
+                    cells.append(_pct_cell(bn, best_bn.get((training, t)) == method))
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        cells = [f"<td>{_e(training)}</td>", "<td>best method</td>", "<td></td>"]
+        for t in targets:
+            cells.append(f"<td>{_e(best.get((training, t)) or '—')}</td>")
+            if with_bn:
+                cells.append(f"<td>{_e(best_bn.get((training, t)) or '—')}</td>")
+        body.append('<tr class="bestrow">' + "".join(cells) + "</tr>")
+    described = "".join(f"<li><b>{_e(name)}</b>: {_e(text)}</li>" for name, text in configs.items())
+    return f"""{title}{notes}<p class="sentence">{_e(headline["sentence"])}</p>
+<p class="muted">Test accuracy in %, on the {_e(headline["test_split"])}, straight after
+compression (no gradient step){_BN_WORDS if with_bn else ""}. Bold: the best method of each training at each target. — : not measured, or the
+method could not reach the target.</p>
+<table class="headline"><thead>{head1}{head2}</thead><tbody>{"".join(body)}</tbody></table>
+<ul class="muted">{described}</ul>"""
+
+
+_BN_WORDS = '; "BN re-est." re-estimates the BatchNorm statistics on training images first'
+
+
+def _describe_training(cfg: Any) -> str:
+    """A TrainConfig in words: model, data, epochs and the regulariser weights that are on."""
+    regs = [
+        f"{name.replace('_', '-')} weight {getattr(cfg, name):g}"
+        for name in ("first_order", "second_order", "nuclear", "proximal")
+        if getattr(cfg, name) > 0
+    ]
+    images = "all" if cfg.train_subset is None else f"{cfg.train_subset:,}"
+    width = "" if cfg.width is None else f" width {cfg.width}"
+    return (
+        f"{cfg.model}{width}, {cfg.epochs} epochs on {images} {cfg.dataset} training images, "
+        + (", ".join(regs) if regs else "no regulariser")
+        + f" (config {cfg.config_hash()})"
+    )
+
+
+def render_index(
+    meta: Mapping[str, Any],
+    points: Sequence[GridPoint],
+    state: str,
+    headlines: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> str:
+    """The landing page's HTML (every user-given string escaped).
+
+    ``headlines`` maps a point's folder to its :func:`point_headline`; the page opens with them.
+    """
+    headlines = headlines or {}
+    headline_html = "\n".join(
+        _headline_html(p, headlines.get(p.folder), label=len(points) > 1) for p in points
+    )
     words = {
         "running": "RUNNING — incomplete (or interrupted)",
         "succeeded": "SUCCEEDED",
@@ -694,6 +903,8 @@ def render_index(meta: Mapping[str, Any], points: Sequence[GridPoint], state: st
 <body data-state="{_e(state)}">
 <h1>smoothviz report <code>{_e(meta["run_id"])}</code></h1>
 <p><span class="state {_e(state)}">{_e(words.get(state, state))}</span></p>
+<h2>Headline: accuracy without fine-tuning, smooth vs baseline</h2>
+{headline_html}
 <p>Preset <code>{_e(meta["preset"])}</code> · parameters: <code>{_e(overrides)}</code> ·
 grid: <code>{_e(grid)}</code><br>started {_e(meta["started"])}
 {"· finished " + _e(meta["finished"]) if meta.get("finished") else ""}<br>
@@ -713,22 +924,35 @@ step (design.md); notebooks show their outputs only, their code is in <code>note
 def _write_index(
     index: Path, meta: Mapping[str, Any], points: Sequence[GridPoint], state: str
 ) -> None:
+    headlines = {p.folder: point_headline(index.parent, p) for p in points}
+    records, sentences, splits = [], {}, {}
+    for p in points:
+        h = headlines[p.folder]
+        if not h or "error" in h:
+            continue
+        table = h["table"].assign(point=p.folder)
+        records += json.loads(table.to_json(orient="records"))  # NaN becomes null
+        sentences[p.folder], splits[p.folder] = h["sentence"], h["test_split"]
     record = {
         **meta,
         "state": state,
+        "headline": records,
+        "headline_sentence": sentences,
+        "test_split": splits,
         "points": [
             {
                 "label": p.label,
                 "folder": p.folder,
                 "status": p.status,
                 "parameters": p.parameters,
+                "notes": p.notes,
                 "notebooks": [nb.__dict__ for nb in p.notebooks],
             }
             for p in points
         ],
     }
     atomic_write_text(index.parent / "report.json", json.dumps(record, indent=2, default=str))
-    atomic_write_text(index, render_index(meta, points, state))
+    atomic_write_text(index, render_index(meta, points, state, headlines))
 
 
 # --------------------------------------------------------------------------- command line

@@ -161,3 +161,86 @@ def test_tradeoff_table_keeps_the_compared_columns_and_adds_the_accuracy_drop():
     assert list(table["training"]) == ["a", "b"]
     assert "device" not in table.columns and "error" not in table.columns
     assert table["acc_drop"].tolist() == pytest.approx([0.05, 0.2])
+
+
+def _horizontal_lines(ax):
+    """y of every horizontal reference line (axhline) on ``ax``."""
+    return sorted(
+        round(float(line.get_ydata()[0]), 6)
+        for line in ax.get_lines()
+        if len(set(line.get_ydata())) == 1 and list(line.get_xdata()) == [0, 1]
+    )
+
+
+TRADEOFF = pd.DataFrame(
+    {
+        "training": ["baseline"] * 4 + ["smooth"] * 4,
+        "method": ["svd", "svd", "interpolative", "interpolative"] * 2,
+        "param_reduction": [0.5, 0.7] * 4,
+        "test_acc": [0.85, 0.62, 0.87, 0.71, 0.88, 0.86, 0.87, 0.80],
+        "test_acc_bn_reestimated": [0.86, 0.7, 0.87, 0.75, 0.885, 0.87, 0.875, 0.82],
+        "test_acc_uncompressed": [0.894] * 4 + [0.892] * 4,
+    }
+)
+
+
+def test_tradeoff_plots_carry_each_trainings_uncompressed_accuracy_and_chance():
+    fig = plots.tradeoff_grid(TRADEOFF, chance=0.1)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+    assert [ax.get_title() for ax in panels] == ["svd", "interpolative"]
+    for ax in panels:
+        assert _horizontal_lines(ax) == [0.1, 0.892, 0.894]
+    legend = [t.get_text() for t in panels[0].get_legend().get_texts()]
+    assert "plain" in legend and "BN re-estimated" in legend
+    assert "baseline uncompressed 89.4 %" in legend and "chance 10 %" in legend
+    assert panels[1].get_legend() is None
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    plots.plot_tradeoff(TRADEOFF, chance=0.1, ax=ax)
+    assert _horizontal_lines(ax) == [0.1, 0.892, 0.894]
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    plots.plot_tradeoff(TRADEOFF, reference=False, ax=ax)
+    assert _horizontal_lines(ax) == []
+    plt.close(fig)
+    with pytest.raises(ValueError, match="chance"):
+        plots.tradeoff_grid(TRADEOFF, chance=10)
+
+
+LAMBDA = pd.DataFrame(
+    [
+        {
+            "regulariser": reg,
+            "weight": w,
+            "method": method,
+            "target_reduction": 0.7,
+            "test_acc": acc,
+            "test_acc_uncompressed": 0.89,
+        }
+        for method in ("svd", "interpolative")
+        for reg, w, acc in (
+            ("baseline", 0.0, 0.6),
+            ("first_order", 0.01, 0.7),
+            ("first_order", 0.1, 0.8),
+            ("nuclear", 0.001, 0.65),
+            ("nuclear", 0.01, 0.75),
+        )
+    ]
+)
+
+
+def test_lambda_sweep_plot_draws_one_line_per_regulariser_on_a_log_axis():
+    fig, ax = plt.subplots()
+    assert plots.plot_lambda_sweep(LAMBDA, "svd", ax=ax) is ax
+    assert ax.get_xscale() == "log"
+    assert _horizontal_lines(ax) == [0.6, 0.89]  # the baseline, compressed and uncompressed
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"first_order", "nuclear", "baseline (weight 0)"} <= set(legend)
+    plt.close(fig)
+    fig = plots.lambda_sweep_grid(LAMBDA)
+    assert [a.get_title() for a in fig.axes] == ["svd", "interpolative"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="method 'nope' not in the sweep"):
+        plots.plot_lambda_sweep(LAMBDA, "nope")
+    with pytest.raises(ValueError, match="no rows at target 0.5"):
+        plots.plot_lambda_sweep(LAMBDA, "svd", target=0.5)

@@ -4,6 +4,7 @@ every one of them executed by papermill (through the report command) on small pa
 from __future__ import annotations
 
 import ast
+import html
 import importlib.util
 import json
 import os
@@ -22,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NAMES = list(NOTEBOOKS)
 # Small enough to run all five notebooks in about a minute on a 2-core CPU.
 SMALL = {
+    "dataset": "fashion-mnist-mini",
+    "model": "cnn",
     "width": 8,
     "epochs": 2,
     "train_subset": 2048,
@@ -133,6 +136,45 @@ def test_report_command_writes_index_and_exits_0(small_report):
     assert record["state"] == "succeeded"
     assert {"device", "torch", "git_sha"} <= set(record["environment"])
     assert record["points"][0]["parameters"]["width"] == 8
+
+
+def test_landing_page_leads_with_the_headline_computed_from_the_run(small_report):
+    from smoothviz.headline import headline_sentence, headline_table, load_results
+
+    out, _ = small_report
+    index = Path(out.stdout.strip().splitlines()[-1])
+    page = index.read_text()
+    record = json.loads((index.parent / "report.json").read_text())
+    fields = {
+        "training",
+        "method",
+        "target_reduction",
+        "test_acc",
+        "test_acc_bn_reestimated",
+        "test_acc_uncompressed",
+    }
+    rows = record["headline"]
+    assert rows and all(fields <= set(r) for r in rows)
+    assert {(r["training"], r["method"]) for r in rows} == {
+        (t, m) for t in ("baseline", "smooth") for m in SMALL["methods"]
+    }
+    # The table and the sentence come from the notebook's own sweep, unchanged.
+    results = load_results(index.parent / "00-defaults" / "tradeoff.csv")
+    sentence = headline_sentence(headline_table(results))
+    assert record["headline_sentence"] == {"00-defaults": sentence}
+    assert "300 images" in record["test_split"]["00-defaults"]
+    # The headline comes before everything else on the page.
+    assert page.index("Headline") < page.index("Summary")
+    assert html.escape(sentence) in page
+    for r in rows:
+        assert f"{100 * r['test_acc']:.1f}" in page
+        assert f"{100 * r['test_acc_uncompressed']:.1f}" in page
+
+
+def test_terminal_shows_progress_and_the_path_but_no_kernel_noise(small_report):
+    out, _ = small_report
+    assert "without encryption" not in out.stderr and "IPKernelApp" not in out.stderr
+    assert out.stdout.strip().endswith("index.html")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,6 +11,7 @@ import pytest
 
 from smoothviz import report
 from smoothviz.config import ConfigError
+from smoothviz.notebook_params import TrainParams
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,3 +125,142 @@ def test_a_failing_notebook_fails_the_run_keeps_partial_output_and_exits_nonzero
     assert "00-defaults/01_train.html" in page and "skipped" in page
     assert (index.parent / "00-defaults" / "01_train.html").is_file()
     assert "failed notebook(s)" in captured.err
+
+
+def _meta():
+    return {
+        "run_id": "r1",
+        "preset": "default",
+        "command": "",
+        "overrides": {},
+        "grid": {},
+        "environment": {"device": "cpu"},
+        "versions": {"torch": "2"},
+        "started": "now",
+        "finished": None,
+    }
+
+
+def _sweep_rows():
+    import pandas as pd
+
+    rows = []
+    for training, unc, accs in (
+        ("baseline", 0.894, {"svd": (0.85, 0.62), "interpolative": (0.87, 0.71)}),
+        ("smooth", 0.892, {"svd": (0.88, 0.864), "interpolative": (0.87, 0.80)}),
+    ):
+        for method, (a50, a70) in accs.items():
+            for target, acc in ((0.5, a50), (0.7, a70)):
+                rows.append(
+                    {
+                        "training": training,
+                        "method": method,
+                        "target_reduction": target,
+                        "param_reduction": target,
+                        "test_acc": acc,
+                        "test_acc_bn_reestimated": acc + 0.005,
+                        "test_acc_uncompressed": unc,
+                        "error": None,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_report_json_and_landing_page_carry_the_headline_of_the_points_results(tmp_path, mini_data):
+    import json
+
+    from smoothviz.headline import headline_sentence, headline_table, save_results
+
+    points = report.plan("default", {"dataset": "fashion-mnist-mini", "train_subset": None})
+    (tmp_path / points[0].folder).mkdir()
+    index = tmp_path / "index.html"
+    report._write_index(index, _meta(), points, "running")  # before the trade-off notebook
+    assert json.loads((tmp_path / "report.json").read_text())["headline"] == []
+    assert "not measured yet" in index.read_text()
+    results = _sweep_rows()
+    save_results(results, mini_data, tmp_path / points[0].folder / "tradeoff.csv")
+    report._write_index(index, _meta(), points, "succeeded")
+    record = json.loads((tmp_path / "report.json").read_text())
+    assert len(record["headline"]) == len(results)
+    first = record["headline"][0]
+    assert first == {
+        "training": "baseline",
+        "method": "svd",
+        "target_reduction": 0.5,
+        "param_reduction": 0.5,
+        "test_acc": 0.85,
+        "test_acc_bn_reestimated": pytest.approx(0.855),
+        "test_acc_uncompressed": 0.894,
+        "point": points[0].folder,
+    }
+    sentence = headline_sentence(headline_table(results))
+    assert record["headline_sentence"] == {points[0].folder: sentence}
+    assert "smoothing keeps 15.4 pp more" in sentence  # smooth's best 86.4 vs baseline's best 71.0
+    page = index.read_text()
+    assert page.index("Headline") < page.index(html_escape(sentence)) < page.index("Summary")
+    assert '<td class="num best">86.4</td>' in page  # smooth's best at 70 %, in bold
+    assert "BN re-est." in page and "500 images" in page
+    # which trainings were compared: the default's smooth weight, as configured
+    assert f"first-order weight {TrainParams().first_order:g}" in page
+
+
+def html_escape(text):
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def test_an_unreadable_results_file_is_reported_on_the_page_not_fatal(tmp_path):
+    points = report.plan("default", {"dataset": "fashion-mnist-mini", "train_subset": None})
+    (tmp_path / points[0].folder).mkdir()
+    (tmp_path / points[0].folder / "tradeoff.csv").write_text("training,method\nx,y\n")
+    report._write_index(tmp_path / "index.html", _meta(), points, "failed")
+    assert "headline unavailable" in (tmp_path / "index.html").read_text()
+
+
+def test_default_preset_falls_back_to_the_embedded_data_and_says_so(monkeypatch):
+    import smoothviz.data
+
+    monkeypatch.setattr(smoothviz.data, "fashion_mnist_available", lambda: False)
+    point = report.plan("default")[0]
+    assert point.parameters["dataset"] == "fashion-mnist-mini"
+    assert point.parameters["train_subset"] is None
+    assert point.notes and "embedded subset" in point.notes[0]
+    page = report.render_index(_meta(), [point], "running")
+    assert "not installed" in page
+    # A dataset the user names is never replaced.
+    named = report.plan("default", {"dataset": "fashion-mnist", "train_subset": 100})[0]
+    assert named.parameters["dataset"] == "fashion-mnist" and not named.notes
+    monkeypatch.setattr(smoothviz.data, "fashion_mnist_available", lambda: True)
+    assert report.plan("default")[0].parameters["dataset"] == "fashion-mnist"
+
+
+def test_kernels_start_without_the_unencrypted_tcp_warning_and_errors_still_show(tmp_path):
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import sys\nprint('real error', file=sys.stderr)")]
+    )
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    script = (
+        "import papermill, sys\n"
+        "from smoothviz.report import kernel_config\n"
+        f"papermill.execute_notebook({str(tmp_path / 'in.ipynb')!r}, "
+        f"{str(tmp_path / 'out.ipynb')!r}, progress_bar=False, config=kernel_config())\n"
+        "print('kernel error on the terminal', file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "without encryption" not in out.stderr
+    assert "kernel error on the terminal" in out.stderr  # stderr itself is not thrown away
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert "real error" in executed.cells[0].outputs[0]["text"]
+    del papermill

@@ -1,0 +1,382 @@
+"""Each regulariser's weight, swept: uncompressed accuracy and accuracy after compression, no fine-tuning.
+
+For every regulariser (nuclear, first-order, second-order, proximal) and each of its log-spaced weights
+in ``GRID``, trains the benchmark model (``resnet18`` width 16, 4 epochs on 20,000 full Fashion-MNIST
+training images; the baseline is the same config with every weight 0), then compresses it with every
+method in ``smoothviz.compress.METHODS`` to 50 / 70 / 85 % fewer parameters and measures the test
+accuracy (plain, and after BatchNorm re-estimation as its own column). Writes, under ``--out``:
+
+- ``lambda_sweep.csv``: one row per (regulariser, weight, method, target);
+- ``lambda_sweep.json``: the rows, the configs and their hashes, the chosen weight per regulariser
+  and provenance (device, versions, git SHA, date);
+- ``lambda_sweep.md``: the tables and the chosen weights;
+- ``lambda_sweep.png``: accuracy at 70 % fewer parameters vs the weight, one line per regulariser,
+  one panel per method.
+
+Resumable: trainings land in the shared checkpoint cache (``train`` loads a finished one), and each
+model's compression rows are kept in ``<cache>/lambda_sweep/<training cache key>.json``, so a
+restarted run redoes only what is missing (a method added to ``METHODS`` later is the only new work).
+
+    .venv/bin/python benchmarks/lambda_sweep.py            # ~20 trainings: about an hour on 2 CPU cores
+    .venv/bin/python benchmarks/lambda_sweep.py --report   # rewrite the results from the cache only
+
+A run that has not measured every grid point (stopped early, or ``--report`` before every training
+is cached) writes partial results and says so: ``"complete": false`` and the ``missing`` points in
+the JSON, a "Partial results" section at the top of the Markdown, and per regulariser which weights
+its chosen weight was picked from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from smoothviz.atomic import atomic_write, atomic_write_text
+from smoothviz.compress import METHODS
+from smoothviz.config import TrainConfig
+from smoothviz.data import default_cache_dir, load_dataset
+from smoothviz.provenance import environment_info
+from smoothviz.sweep import sweep
+from smoothviz.training import cache_key, load_cached, resolve_device, train
+
+# Half-decade steps (×√10) around where each term starts to act on this model (docs/methods.md).
+# The nuclear norm uses the amortised subgradient (refreshed every 20 steps), the setting whose cost
+# benchmarks/results/regularizer_overhead.md measures at 1.3× the baseline's instead of 5×.
+GRID: dict[str, tuple[float, ...]] = {
+    "first_order": (6.3e-3, 2e-2, 6.3e-2, 2e-1),
+    "second_order": (6.3e-3, 2e-2, 6.3e-2, 2e-1),
+    "nuclear": (3e-4, 1e-3, 3e-3, 1e-2),
+    "proximal": (1e-2, 3e-2, 1e-1, 3e-1),
+}
+EXTRA = {"nuclear": {"nuclear_every": 20}}
+REDUCTIONS = (0.5, 0.7, 0.85)
+KEY_REDUCTION = 0.7
+MAX_UNCOMPRESSED_DROP = 0.005  # a weight may cost at most 0.5 pp of uncompressed accuracy
+BENCHMARK_MODEL = {
+    "dataset": "fashion-mnist",
+    "model": "resnet18",
+    "width": 16,
+    "epochs": 4,
+    "train_subset": 20000,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--regularisers", nargs="+", default=list(GRID), choices=list(GRID), help="which to sweep"
+    )
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--reductions", type=float, nargs="+", default=list(REDUCTIONS))
+    p.add_argument(
+        "--report", action="store_true", help="train nothing: write the results from the cache"
+    )
+    p.add_argument(
+        "--depth-first",
+        action="store_true",
+        help="train one regulariser's whole grid before the next (default: breadth-first, middle "
+        "weights first, so a run stopped early has covered every regulariser)",
+    )
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--name", default="lambda_sweep")
+    return p.parse_args(argv)
+
+
+def configs(regularisers, *, breadth_first: bool = True) -> list[tuple[str, float, TrainConfig]]:
+    """``(regulariser, weight, config)`` for the baseline (weight 0) and every grid point.
+
+    Breadth-first visits the grids' middle weights of every regulariser, then the outer ones, so
+    that a run stopped early (each training takes minutes) has measured every regulariser.
+    """
+    base = TrainConfig(**BENCHMARK_MODEL)
+    points = [(reg, i, value) for reg in regularisers for i, value in enumerate(GRID[reg])]
+    if breadth_first:
+        # distance from the grid's middle, then the regulariser's position: 1, 2, 0, 3 for 4 values
+        points.sort(key=lambda p: (abs(p[1] - (len(GRID[p[0]]) - 1) / 2), p[1]))
+    out = [("baseline", 0.0, base)]
+    for reg, _, value in points:
+        out.append((reg, value, base.replace(**{reg: value}, **EXTRA.get(reg, {}))))
+    return out
+
+
+def _rows_path(cfg: TrainConfig) -> Path:
+    return default_cache_dir() / "lambda_sweep" / f"{cache_key(cfg)}.json"
+
+
+def measure(cfg: TrainConfig, methods, reductions, data, *, train_missing: bool) -> list[dict]:
+    """The compression rows of one training, computing only the (method, target) pairs not cached."""
+    path = _rows_path(cfg)
+    cached = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    done = {(r["method"], r["target_reduction"]) for r in cached["rows"]}
+    todo_methods = [m for m in methods if any((m, t) not in done for t in reductions)]
+    if todo_methods:
+        run = train(cfg, progress=True) if train_missing else load_cached(cfg)
+        if run is None:
+            return cached["rows"]
+        table = sweep(
+            {"model": run.model.eval()},
+            todo_methods,
+            reductions,
+            data,
+            bn_reestimate=False,
+            latency_repeats=3,
+            progress=True,
+        )
+        new = json.loads(table.drop(columns="training").to_json(orient="records"))
+        keep = [r for r in cached["rows"] if r["method"] not in todo_methods]
+        cached = {
+            "config": cfg.to_dict(),
+            "history": run.history.to_dict(orient="records"),
+            "rows": keep + new,
+        }
+        atomic_write_text(path, json.dumps(cached, indent=1))
+    return [
+        r for r in cached["rows"] if r["method"] in methods and r["target_reduction"] in reductions
+    ]
+
+
+def training_seconds(cfgs: dict[str, tuple[str, float, TrainConfig]]) -> list[float]:
+    """Wall seconds of each measured training (its epochs' sum, from the cached history)."""
+    out = []
+    for _, _, cfg in cfgs.values():
+        path = _rows_path(cfg)
+        if path.is_file():
+            history = json.loads(path.read_text()).get("history") or []
+            if history and all("seconds" in h for h in history):
+                out.append(sum(h["seconds"] for h in history))
+    return out
+
+
+def missing_points(cfgs: dict[str, tuple[str, float, TrainConfig]], df: pd.DataFrame) -> list[dict]:
+    """The grid points without compression rows, each with why (not trained, or not compressed)."""
+    measured = set(zip(df.regulariser, df.weight)) if len(df) else set()
+    out = []
+    in_grid_order = sorted(cfgs.values(), key=lambda p: ([*GRID, p[0]].index(p[0]), p[1]))
+    for reg, weight, cfg in in_grid_order:
+        if (reg, weight) in measured:
+            continue
+        trained = load_cached(cfg) is not None
+        out.append(
+            {
+                "regulariser": reg,
+                "weight": weight,
+                "config_hash": cfg.config_hash(),
+                "why": "trained, not yet compressed" if trained else "not trained yet",
+            }
+        )
+    return out
+
+
+def choose_weights(df: pd.DataFrame) -> dict[str, dict]:
+    """Per regulariser, the weight with the best mean accuracy (over methods) at ``KEY_REDUCTION``.
+
+    Only weights whose uncompressed accuracy is within ``MAX_UNCOMPRESSED_DROP`` of the baseline's
+    compete (a weight that buys compressibility by losing accuracy up front is not a default); if
+    none does, the one with the best uncompressed accuracy is taken and marked ``"fallback"``.
+    """
+    base_acc = float(df[df.regulariser == "baseline"].test_acc_uncompressed.iloc[0])
+    at = df[(df.target_reduction == KEY_REDUCTION) & (df.regulariser != "baseline")]
+    scores = (
+        at.assign(test_acc=at.test_acc.fillna(0.0))
+        .groupby(["regulariser", "weight"])
+        .agg(
+            mean_acc_at_key=("test_acc", "mean"),
+            test_acc_uncompressed=("test_acc_uncompressed", "first"),
+        )
+        .reset_index()
+    )
+    chosen = {}
+    for reg, g in scores.groupby("regulariser", sort=False):
+        ok = g[g.test_acc_uncompressed >= base_acc - MAX_UNCOMPRESSED_DROP]
+        pick = (
+            ok.sort_values("mean_acc_at_key").iloc[-1]
+            if len(ok)
+            else g.sort_values("test_acc_uncompressed").iloc[-1]
+        )
+        chosen[reg] = {
+            "weight": float(pick.weight),
+            "mean_acc_at_key": float(pick.mean_acc_at_key),
+            "test_acc_uncompressed": float(pick.test_acc_uncompressed),
+            "baseline_test_acc_uncompressed": base_acc,
+            "fallback": not len(ok),
+            "weights_measured": sorted(float(w) for w in g.weight),
+            "grid_complete": reg in GRID and len(g) == len(GRID[reg]),
+        }
+    return chosen
+
+
+def markdown(
+    df: pd.DataFrame,
+    chosen: dict,
+    env: dict,
+    seconds: float,
+    missing: list[dict] | None = None,
+    train_seconds: list[float] | None = None,
+) -> str:
+    ok = df[df.error.isna()]
+    missing = missing or []
+    lines = [
+        "# Regulariser weight sweep: resnet18 (width 16, 4 epochs, 20,000 training images) on "
+        "Fashion-MNIST (full 10,000-image test split)" + (" — PARTIAL" if missing else ""),
+        "",
+    ]
+    if missing:
+        untrained = sum(m["why"] == "not trained yet" for m in missing)
+        lines += [
+            "## Partial results",
+            "",
+            f"{len(missing)} of {len(missing) + df.groupby(['regulariser', 'weight']).ngroups} "
+            "grid points are not measured: the run was stopped before their trainings ended. "
+            "Their regularisers' chosen weights below are picked among the measured weights only "
+            "(column `weights measured`); a regulariser with none has no chosen weight.",
+            "",
+        ]
+        lines += [f"- {m['regulariser']} {m['weight']:g}: {m['why']}" for m in missing]
+        cost = ""
+        if train_seconds:
+            cost = (
+                f" Each measured training here took {min(train_seconds) / 60:.0f} to "
+                f"{max(train_seconds) / 60:.0f} min (the machine was shared; the low end is "
+                f"close to an idle one), so the {untrained} missing trainings take roughly "
+                f"{untrained * min(train_seconds) / 60:.0f} min on 2 idle CPU cores, plus their "
+                "compression."
+            )
+        lines += [
+            "",
+            "Finish with `.venv/bin/python benchmarks/lambda_sweep.py` (it resumes from the "
+            f"checkpoint cache).{cost}",
+            "",
+        ]
+    lines += [
+        f"Device: {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}; "
+        f"wall time of this invocation {seconds:.0f} s (trainings come from the checkpoint cache "
+        "when present).",
+        "",
+        "No fine-tuning: test accuracy straight after compression to the target whole-network "
+        "parameter reduction. `weight` 0 is the baseline.",
+        "",
+        f"## Chosen weights (rule: best mean over methods of the accuracy at {KEY_REDUCTION:.0%} "
+        "fewer parameters, among weights that keep the uncompressed accuracy within 0.5 pp of the "
+        "baseline)",
+        "",
+        "| regulariser | chosen weight | uncompressed | mean accuracy at 70 % over methods "
+        "| weights measured |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for reg, c in chosen.items():
+        measured = ", ".join(f"{w:g}" for w in c["weights_measured"])
+        grid = "" if c["grid_complete"] else f" (of {', '.join(f'{w:g}' for w in GRID[reg])})"
+        lines.append(
+            f"| {reg} | {c['weight']:g} | {c['test_acc_uncompressed']:.4f} | "
+            f"{c['mean_acc_at_key']:.4f} | {measured}{grid} |"
+        )
+    for col, title in (
+        ("test_acc", "Test accuracy"),
+        ("test_acc_bn_reestimated", "Test accuracy after BatchNorm re-estimation"),
+    ):
+        if ok[col].isna().all():  # the sweep measures BN re-estimation only when asked to
+            continue
+        table = ok.pivot_table(
+            index=["regulariser", "weight"],
+            columns=["method", "target_reduction"],
+            values=col,
+            sort=False,
+        )
+        base = ok.drop_duplicates(["regulariser", "weight"]).set_index(["regulariser", "weight"])
+        lines += ["", f"## {title}", ""]
+        head = ["regulariser", "weight", "uncompressed"] + [
+            f"{m} {t:.0%}" for m, t in table.columns
+        ]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|---|---:|" + "---:|" * (len(head) - 2))
+        for (reg, w), row in table.iterrows():
+            cells = [f"{base.loc[(reg, w), 'test_acc_uncompressed']:.3f}"]
+            cells += ["" if v != v else f"{v:.3f}" for v in row]
+            lines.append(f"| {reg} | {w:g} | " + " | ".join(cells) + " |")
+    failed = df[df.error.notna()]
+    if len(failed):
+        lines += ["", "## Targets not reached", ""]
+        lines += [
+            f"- {r.regulariser} {r.weight:g} / {r.method} / {r.target_reduction}: {r.error}"
+            for r in failed.itertuples()
+        ]
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/lambda_sweep.py`", ""]
+    return "\n".join(lines)
+
+
+def plot(df: pd.DataFrame, path: Path, missing: list[dict] | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from smoothviz.plots import lambda_sweep_grid
+
+    fig = lambda_sweep_grid(df, target=KEY_REDUCTION)
+    if missing:
+        fig.suptitle(
+            f"{fig.get_suptitle()}\nPARTIAL sweep: {len(missing)} grid points not measured "
+            f"({', '.join(sorted({m['regulariser'] for m in missing}))}; see lambda_sweep.md)"
+        )
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    device = resolve_device("auto")
+    data = load_dataset(BENCHMARK_MODEL["dataset"], device=device)
+    torch.manual_seed(0)
+    rows, cfgs = [], {}
+    for reg, weight, cfg in configs(args.regularisers, breadth_first=not args.depth_first):
+        print(f"== {reg} {weight:g} ({cfg.config_hash()})", flush=True)
+        for r in measure(cfg, args.methods, args.reductions, data, train_missing=not args.report):
+            rows.append({"regulariser": reg, "weight": weight, **r})
+        cfgs[f"{reg}={weight:g}"] = (reg, weight, cfg)
+    df = pd.DataFrame(rows)
+    if len(df):  # tables and plot in grid order, whatever order the trainings ran in
+        order = {reg: i for i, reg in enumerate(["baseline", *GRID])}
+        df = df.sort_values(
+            ["regulariser", "weight"],
+            key=lambda c: c.map(order) if c.name == "regulariser" else c,
+            kind="stable",
+        ).reset_index(drop=True)
+    if df.empty:
+        raise SystemExit("nothing measured yet: run without --report first")
+    chosen = choose_weights(df)
+    missing = missing_points(cfgs, df)
+    seconds = time.perf_counter() - t0
+    env = environment_info(device)
+    out = args.out
+    atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
+    payload = {
+        "provenance": env,
+        "benchmark_model": BENCHMARK_MODEL,
+        "grid": GRID,
+        "extra": EXTRA,
+        "reductions": args.reductions,
+        "methods": args.methods,
+        "complete": not missing,
+        "missing": missing,
+        "chosen": chosen,
+        "configs": {k: c.to_dict() for k, (_, _, c) in cfgs.items()},
+        "config_hashes": {k: c.config_hash() for k, (_, _, c) in cfgs.items()},
+        "rows": json.loads(df.to_json(orient="records")),
+    }
+    atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
+    atomic_write_text(
+        out / f"{args.name}.md",
+        markdown(df, chosen, env, seconds, missing, training_seconds(cfgs)),
+    )
+    plot(df, out / f"{args.name}.png", missing)
+    print((out / f"{args.name}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The defaults come from the committed measurements, and the full preset shows the weight sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from smoothviz.config import ConfigError  # noqa: E402
+from smoothviz.notebook_params import LAMBDA_SWEEP_RESULTS, TradeoffParams, TrainParams  # noqa: E402
+from smoothviz.report import PRESETS  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def _sweep():
+    return json.loads((RESULTS / "lambda_sweep.json").read_text())
+
+
+def test_full_preset_is_the_benchmark_model_with_the_weight_the_sweep_chose():
+    sweep = _sweep()
+    full = PRESETS["full"]
+    for name, value in sweep["benchmark_model"].items():
+        assert full[name] == value, name
+    assert full["first_order"] == sweep["chosen"]["first_order"]["weight"]
+    assert full["show_lambda_sweep"] is True
+
+
+def test_main_job_defaults_are_a_measured_candidate_with_both_trainings_at_least_089():
+    rows = json.loads((RESULTS / "main_job_model.json").read_text())["rows"]
+    configs = TrainParams().training_configs()
+    measured = {r["config_hash"]: r for r in rows}
+    for training, cfg in configs.items():
+        assert cfg.config_hash() in measured, f"default {training} training was never measured"
+        assert measured[cfg.config_hash()]["test_acc"] >= 0.89
+    # The rule that picked the weight: the sweep's choice costs this model more than 0.5 pp.
+    sweep_weight = _sweep()["chosen"]["first_order"]["weight"]
+    base = measured[configs["baseline"].config_hash()]["test_acc"]
+    with_sweep_weight = [
+        r
+        for r in rows
+        if r["training"] == "smooth"
+        and r["first_order"] == sweep_weight
+        and all(r[k] == getattr(configs["baseline"], k) for k in ("model", "width", "epochs"))
+        and r["train_subset"] == configs["baseline"].train_subset
+    ]
+    if TrainParams().first_order != sweep_weight:
+        assert with_sweep_weight and base - with_sweep_weight[0]["test_acc"] > 0.005
+
+
+def test_lambda_sweep_figure_only_when_asked(monkeypatch):
+    assert TradeoffParams().lambda_sweep_figure() is None
+    fig = TradeoffParams(show_lambda_sweep=True).lambda_sweep_figure()
+    assert len(fig.axes) >= 4 and all(ax.get_xscale() == "log" for ax in fig.axes)
+    plt.close(fig)
+    monkeypatch.setattr(
+        "smoothviz.notebook_params.LAMBDA_SWEEP_RESULTS", LAMBDA_SWEEP_RESULTS.with_name("nope.csv")
+    )
+    with pytest.raises(ConfigError, match="show_lambda_sweep"):
+        TradeoffParams(show_lambda_sweep=True).lambda_sweep_figure()
+
+
+def test_a_partial_sweep_says_so_and_chooses_only_among_measured_weights():
+    sweep = _sweep()
+    measured = {(r["regulariser"], r["weight"]) for r in sweep["rows"]}
+    for m in sweep["missing"]:
+        assert (m["regulariser"], m["weight"]) not in measured
+    assert sweep["complete"] is (not sweep["missing"])
+    for reg, chosen in sweep["chosen"].items():
+        assert (reg, chosen["weight"]) in measured
+        assert chosen["weights_measured"] == sorted(w for r, w in measured if r == reg)
+        assert chosen["grid_complete"] is (
+            len(chosen["weights_measured"]) == len(sweep["grid"][reg])
+        )
+    # The full preset's weight is one the sweep measured its whole grid for.
+    assert sweep["chosen"]["first_order"]["grid_complete"]
+    markdown = (RESULTS / "lambda_sweep.md").read_text()
+    if sweep["missing"]:
+        assert "PARTIAL" in markdown.splitlines()[0]
+        for m in sweep["missing"]:
+            assert f"- {m['regulariser']} {m['weight']:g}: " in markdown
+        fig = TradeoffParams(show_lambda_sweep=True).lambda_sweep_figure()
+        assert "PARTIAL" in fig.get_suptitle()
+        plt.close(fig)
+
+
+def test_the_readme_states_the_default_trainings_measured_numbers():
+    rows = json.loads((RESULTS / "main_job_model.json").read_text())["rows"]
+    measured = {r["config_hash"]: r for r in rows}
+    readme = " ".join((RESULTS.parent.parent / "README.md").read_text().split())
+    for cfg in TrainParams().training_configs().values():
+        row = measured[cfg.config_hash()]
+        assert f"{row['test_acc']:.4f}" in readme
+        method, best = max(row["test_acc_at_70"].items(), key=lambda kv: kv[1])
+        assert f"{best:.4f}" in readme, (method, best)
+        assert f"{row['params']:,} parameters" in readme
+    assert f"first-order smoothness weight {TrainParams().first_order:g}" in readme
+
+
+def test_the_default_methods_are_measured_ones_and_the_full_preset_runs_every_method():
+    from smoothviz.compress import METHODS
+    from smoothviz.notebook_params import DEFAULT_METHODS
+    from smoothviz.report import plan
+
+    assert set(DEFAULT_METHODS) <= set(METHODS) and len(set(DEFAULT_METHODS)) == len(
+        DEFAULT_METHODS
+    )
+    assert TradeoffParams().method_list == list(DEFAULT_METHODS)
+    cost = json.loads((RESULTS / "report_methods_cost.json").read_text())
+    assert set(DEFAULT_METHODS) <= {r["method"] for r in cost["methods"]}
+    for preset in ("full", "cifar10"):
+        tradeoff = [nb for nb in plan(preset)[0].notebooks if nb.name == "04_tradeoff"][0]
+        assert TradeoffParams.from_dict(tradeoff.parameters).method_list == list(METHODS)
