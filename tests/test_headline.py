@@ -115,6 +115,30 @@ def test_the_two_fixtures_cover_both_outcomes():
     assert "no benefit measured in this run" in headline_sentence(headline_table(NO_BENEFIT))
 
 
+def test_the_sentence_goes_on_with_the_largest_target_and_its_own_verdict():
+    # No benefit at 70 % (a data-aware method closes the gap), a clear one at 85 %.
+    frame = _sweep(
+        {
+            ("baseline", "svd", 0.7): 0.86,
+            ("baseline", "svd", 0.85): 0.62,
+            ("smooth", "svd", 0.7): 0.865,
+            ("smooth", "svd", 0.85): 0.79,
+        },
+        {"baseline": 0.894, "smooth": 0.892},
+    )
+    sentence = headline_sentence(headline_table(frame))
+    first, second = sentence.split("; at 85 %, ")
+    assert first.startswith("At 70 % fewer parameters") and "no benefit measured" in first
+    assert "+0.5 pp" in first and "86.5 %" in first and "86.0 %" in first
+    assert second.startswith("smoothing keeps 17.0 pp more") and "79.0 %" in second
+    assert "62.0 %" in second and sentence.endswith(").")
+    # The same table with the gain reversed at 85 % says no benefit in both clauses.
+    flipped = frame.assign(
+        test_acc=frame.test_acc.where(frame.target_reduction != 0.85, frame.test_acc[::-1].values)
+    )
+    assert headline_sentence(headline_table(flipped)).count("no benefit measured") == 2
+
+
 def test_a_gain_below_the_threshold_is_no_benefit_and_the_threshold_is_a_parameter():
     frame = BENEFIT.copy()
     frame.loc[(frame.training == "smooth") & (frame.target_reduction == 0.7), "test_acc"] = 0.715
