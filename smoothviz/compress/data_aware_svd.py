@@ -42,7 +42,6 @@ from torch import nn
 from smoothviz.compress.budget import (
     allocate,
     check_allocation,
-    check_reachable,
     check_reduction,
     exactly_one,
 )
@@ -55,8 +54,8 @@ from smoothviz.compress.svd import (
     _factorize,
     _set_module,
     _svd_layers,
-    budget_hints,
     compress_from_factors,
+    resolve_request,
 )
 from smoothviz.layers import matrix_view, select_layers
 
@@ -759,34 +758,9 @@ def data_aware_svd_compress(
         )
     if calibration is not None:
         calibration = check_calibration(model, calibration)
-    if isinstance(ranks, Mapping):
-        if layers is not None:
-            raise TypeError("pass layers or a ranks dict (whose keys are the layers), not both")
-        layers = list(ranks)
-    chosen = _svd_layers(model, layers)
-    if mode == "param_reduction":
-        total = _count(model)
-        min_params = total - sum(
-            m.weight.numel() - min(m.weight.numel(), m.weight.shape[0] + m.weight[0].numel())
-            for _, m in chosen
-        )
-        check_reachable(
-            param_reduction,
-            total,
-            min_params,
-            "data-aware SVD of the selected layers",
-            **budget_hints(model, chosen),
-        )
-    if isinstance(ranks, (int, np.integer)) and not isinstance(ranks, bool):
-        ranks = {n: int(ranks) for n, _ in chosen}
-    if mode == "ranks":  # validate before any statistics are collected
-        if not isinstance(ranks, Mapping):
-            raise TypeError(f"ranks must be a dict {{layer name: rank}} or an int, got {ranks!r}")
-        for name, m in chosen:
-            mr = min(matrix_view(m.weight).shape)
-            r = ranks[name]
-            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= mr:
-                raise ValueError(f"ranks[{name!r}] must be an int in [1, {mr}], got {r!r}")
+    chosen, ranks = resolve_request(
+        model, layers, ranks, mode, param_reduction, "data-aware SVD of the selected layers"
+    )
     if factors is None:
         factors = data_aware_svd_factors(
             model,

@@ -321,6 +321,45 @@ def budget_hints(model: nn.Module, chosen: Sequence[tuple[str, nn.Module]]) -> d
     }
 
 
+def resolve_request(
+    model: nn.Module,
+    layers: Sequence[str] | str | None,
+    ranks: Mapping[str, int] | int | None,
+    mode: str,
+    param_reduction: float | None,
+    what: str,
+) -> tuple[list[tuple[str, nn.Module]], Any]:
+    """The layers an SVD request selects and its ranks, checked before any SVD is computed.
+
+    Shared by the weight-only and the data-aware SVD: a ranks dict names the layers (not both);
+    a ``param_reduction`` out of reach raises :class:`BudgetError` naming the layers left out;
+    an int rank applies to every layer; every rank is an int in ``[1, min(m, n)]``.
+    """
+    if isinstance(ranks, Mapping):
+        if layers is not None:
+            raise TypeError("pass layers or a ranks dict (whose keys are the layers), not both")
+        layers = list(ranks)
+    chosen = _svd_layers(model, layers)
+    if mode == "param_reduction":
+        total = _count(model)
+        min_params = total - sum(
+            m.weight.numel() - min(m.weight.numel(), m.weight.shape[0] + m.weight[0].numel())
+            for _, m in chosen
+        )
+        check_reachable(param_reduction, total, min_params, what, **budget_hints(model, chosen))
+    if isinstance(ranks, (int, np.integer)) and not isinstance(ranks, bool):
+        ranks = {n: int(ranks) for n, _ in chosen}
+    if mode == "ranks":
+        if not isinstance(ranks, Mapping):
+            raise TypeError(f"ranks must be a dict {{layer name: rank}} or an int, got {ranks!r}")
+        for name, m in chosen:
+            mr = min(matrix_view(m.weight).shape)
+            r = ranks[name]
+            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= mr:
+                raise ValueError(f"ranks[{name!r}] must be an int in [1, {mr}], got {r!r}")
+    return chosen, ranks
+
+
 def svd_compress(
     model: nn.Module,
     *,
@@ -384,34 +423,9 @@ def svd_compress(
     )
     if calibration is not None:
         check_calibration(model, calibration)
-    if isinstance(ranks, Mapping):
-        if layers is not None:
-            raise TypeError("pass layers or a ranks dict (whose keys are the layers), not both")
-        layers = list(ranks)
-    chosen = _svd_layers(model, layers)
-    if mode == "param_reduction":
-        total = _count(model)
-        min_params = total - sum(
-            m.weight.numel() - min(m.weight.numel(), m.weight.shape[0] + m.weight[0].numel())
-            for _, m in chosen
-        )
-        check_reachable(
-            param_reduction,
-            total,
-            min_params,
-            "SVD of the selected layers",
-            **budget_hints(model, chosen),
-        )
-    if isinstance(ranks, (int, np.integer)) and not isinstance(ranks, bool):
-        ranks = {n: int(ranks) for n, _ in chosen}
-    if mode == "ranks":  # validate before any SVD is computed
-        if not isinstance(ranks, Mapping):
-            raise TypeError(f"ranks must be a dict {{layer name: rank}} or an int, got {ranks!r}")
-        for name, m in chosen:
-            mr = min(matrix_view(m.weight).shape)
-            r = ranks[name]
-            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= mr:
-                raise ValueError(f"ranks[{name!r}] must be an int in [1, {mr}], got {r!r}")
+    chosen, ranks = resolve_request(
+        model, layers, ranks, mode, param_reduction, "SVD of the selected layers"
+    )
     if factors is None:
         factors = svd_factors(model, [n for n, _ in chosen])
     elif mode != "ranks":
