@@ -131,6 +131,9 @@ class _Explorer:
         self._release: tuple | None = None  # the full-set measurement under way, if any
         self._release_handle: asyncio.Handle | None = None
         self._syncing = False
+        # While the explorer is built, its first measurement runs at once on the full test set:
+        # a batch (papermill) run then leaves no timer or background measurement behind.
+        self._building = True
         self.choice_error: str | None = None  # why the last choice could not be made, if it failed
         self.last: dict[str, Any] = {}  # the latest measurement (read by tests and the readouts)
         self.model_select = W.Dropdown(options=list(self.models), description="model")
@@ -306,7 +309,7 @@ class _Explorer:
         self._cancel_timer()
         self._cancel_release()
         loop = _running_loop()
-        if self.settle_seconds is None or self._drag is None or loop is None:
+        if self.settle_seconds is None or self._drag is None or loop is None or self._building:
             self.update(full=True)  # nothing to wait for (plain Python, or no smaller subset)
             return
         self.update(full=False)
@@ -485,6 +488,7 @@ class RankExplorer(_Explorer):
         )
         self.widget.add_class("smoothviz-rank-explorer")
         self._reduction_changed()
+        self._building = False
 
     @property
     def factors(self):
@@ -815,6 +819,7 @@ class PruneExplorer(_Explorer):
         self.widget.add_class("smoothviz-prune-explorer")
         self._pruned: tuple[Any, nn.Module] | None = None
         self._changed()
+        self._building = False
 
     def settings(self) -> dict[str, Any]:
         return {

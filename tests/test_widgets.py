@@ -118,6 +118,24 @@ def test_drag_uses_the_subset_then_the_full_set_once_the_slider_settles(
     assert "full test set" in ex.accuracy_label.value
 
 
+@pytest.mark.parametrize("explorer", ["rank", "prune"])
+def test_building_an_explorer_in_a_running_loop_measures_once_and_leaves_nothing_pending(
+    trained, mini_data, evaluations, explorer
+):
+    """As in a papermill kernel: the first measurement is the full set, no timer is left."""
+
+    async def scenario():
+        cls = RankExplorer if explorer == "rank" else PruneExplorer
+        ex = cls(trained, mini_data, drag_subset=100, settle_seconds=0.05)
+        assert ex._timer is None and ex._release is None
+        assert ex.last["full"] is True and ex.last["n_test"] == len(mini_data.y_test)
+        await asyncio.sleep(0.2)
+        return ex
+
+    asyncio.run(scenario())
+    assert evaluations == ["full"]
+
+
 def test_a_move_during_the_full_measurement_abandons_it(trained, mini_data, evaluations):
     async def scenario():
         ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=0.05)
