@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from smoothviz.config import ConfigError  # noqa: E402
+from smoothviz.models import build_model  # noqa: E402
 from smoothviz.notebook_params import LAMBDA_SWEEP_RESULTS, TradeoffParams, TrainParams  # noqa: E402
 from smoothviz.report import PRESETS  # noqa: E402
 
@@ -90,17 +92,22 @@ def test_a_partial_sweep_says_so_and_chooses_only_among_measured_weights():
         plt.close(fig)
 
 
-def test_the_readme_states_the_default_trainings_measured_numbers():
-    rows = json.loads((RESULTS / "main_job_model.json").read_text())["rows"]
-    measured = {r["config_hash"]: r for r in rows}
+def test_the_readme_states_the_main_jobs_measured_numbers():
+    """The README quotes the measured main-job run: its time, accuracies and headline numbers."""
+    run = json.loads((RESULTS / "main_job_time.json").read_text())
     readme = " ".join((RESULTS.parent.parent / "README.md").read_text().split())
-    for cfg in TrainParams().training_configs().values():
-        row = measured[cfg.config_hash()]
-        assert f"{row['test_acc']:.4f}" in readme
-        method, best = max(row["test_acc_at_70"].items(), key=lambda kv: kv[1])
-        assert f"{best:.4f}" in readme, (method, best)
-        assert f"{row['params']:,} parameters" in readme
+    assert f"the main job took {run['wall_seconds']:.0f} s" in readme
+    assert run["wall_seconds"] <= run["limit_seconds"]
+    for training in ("baseline", "smooth"):
+        acc = run["test_acc_uncompressed"][training]
+        assert acc >= 0.89 and f"{acc:.4f} ({training})" in readme
+    (sentence,) = run["headline_sentence"].values()
+    for number in re.findall(r"\d+\.\d %", sentence)[:2] + re.findall(r"\d+\.\d pp more", sentence):
+        assert number in readme, number
     assert f"first-order smoothness weight {TrainParams().first_order:g}" in readme
+    params = TrainParams()
+    model = build_model(params.model, 1, 10, width=params.width)  # Fashion-MNIST: 1 channel
+    assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in readme
 
 
 def test_the_default_methods_are_measured_ones_and_the_full_preset_runs_every_method():
