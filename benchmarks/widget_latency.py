@@ -296,7 +296,9 @@ def markdown(results: list[dict], env: dict, meta: dict) -> str:
         f"{meta['load_after'][0]:.2f} on {os.cpu_count()} CPUs"
         + (
             " — **timed while other work loaded the CPU: absolute times are inflated**"
-            if meta["load_before"][0] > 1.0 or meta["load_after"][0] > 1.0
+            # the run itself keeps about its torch threads busy: only more than that is others'
+            if meta["load_before"][0] > 1.0
+            or meta["load_after"][0] > (meta.get("threads") or os.cpu_count() or 1) + 0.5
             else ""
         )
         + ".",
