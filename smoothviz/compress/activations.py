@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothviz.compress.calibration import check_calibration
+from smoothviz.compress.calibration import check_calibration, run_calibration
 from smoothviz.compress.chains import ChannelGroup, Reader
 
 
@@ -155,21 +155,7 @@ def group_statistics(
         return record
 
     handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in by_reader]
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            for start in range(0, len(calibration), batch_size):
-                model(calibration[start : start + batch_size].to(device))
-    except RuntimeError as exc:
-        raise ValueError(
-            f"calibration of shape {tuple(calibration.shape)} does not fit the model: {exc}"
-        ) from exc
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    run_calibration(model, calibration, handles, batch_size)
     sources = {}
     for src, a in acc.items():
         rows = a["rows"]

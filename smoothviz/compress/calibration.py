@@ -7,8 +7,11 @@ that the same bad input gets the same clear error whichever method receives it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 def check_calibration(
@@ -52,3 +55,35 @@ def check_calibration(
     if not torch.isfinite(calibration).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return calibration
+
+
+def run_calibration(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    handles: Sequence[RemovableHandle],
+    batch_size: int,
+    before_batch: Callable[[], None] | None = None,
+) -> None:
+    """Forward ``calibration`` through ``model`` in eval mode, without gradients, in batches, so
+    that the hooks behind ``handles`` record what they need.
+
+    The hooks are removed and the model's train/eval mode restored however the run ends; a forward
+    pass that fails on these inputs raises ValueError naming their shape.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for start in range(0, len(calibration), batch_size):
+                if before_batch is not None:
+                    before_batch()
+                model(calibration[start : start + batch_size].to(device))
+    except RuntimeError as exc:
+        raise ValueError(
+            f"calibration of shape {tuple(calibration.shape)} does not fit the model: {exc}"
+        ) from exc
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)

@@ -45,7 +45,7 @@ from smoothviz.compress.budget import (
     check_reduction,
     exactly_one,
 )
-from smoothviz.compress.calibration import check_calibration
+from smoothviz.compress.calibration import check_calibration, run_calibration
 from smoothviz.compress.svd import (
     LayerFactors,
     SVDFactors,
@@ -195,23 +195,7 @@ def collect_input_stats(
     for bn_name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             handles.append(m.register_forward_pre_hook(bn_pre(bn_name)))
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            for start in range(0, len(calibration), batch_size):
-                outputs.clear()
-                model(calibration[start : start + batch_size].to(device))
-    except RuntimeError as exc:
-        raise ValueError(
-            f"calibration of shape {tuple(calibration.shape)} does not fit the model: {exc}"
-        ) from exc
-    finally:
-        outputs.clear()
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    run_calibration(model, calibration, handles, batch_size, before_batch=outputs.clear)
     return stats, order, followers
 
 
