@@ -131,9 +131,6 @@ class _Explorer:
         self._release: tuple | None = None  # the full-set measurement under way, if any
         self._release_handle: asyncio.Handle | None = None
         self._syncing = False
-        # While the explorer is built, its first measurement runs at once on the full test set:
-        # a batch (papermill) run then leaves no timer or background measurement behind.
-        self._building = True
         self.choice_error: str | None = None  # why the last choice could not be made, if it failed
         self.last: dict[str, Any] = {}  # the latest measurement (read by tests and the readouts)
         self.model_select = W.Dropdown(options=list(self.models), description="model")
@@ -302,14 +299,18 @@ class _Explorer:
         if self.choice_error:
             self._fail_text(self.choice_error)
 
-    def _changed(self, change: Any = None) -> None:
-        """One user move: one evaluation (the drag subset), then the full set once settled."""
+    def _changed(self, change: Any = None, *, settle: bool = True) -> None:
+        """One user move: one evaluation (the drag subset), then the full set once settled.
+
+        ``settle=False`` measures the full set at once: an explorer's first measurement, so that a
+        batch (papermill) run leaves no timer or background measurement in the kernel.
+        """
         if self._syncing:
             return
         self._cancel_timer()
         self._cancel_release()
         loop = _running_loop()
-        if self.settle_seconds is None or self._drag is None or loop is None or self._building:
+        if self.settle_seconds is None or self._drag is None or loop is None or not settle:
             self.update(full=True)  # nothing to wait for (plain Python, or no smaller subset)
             return
         self.update(full=False)
@@ -487,8 +488,7 @@ class RankExplorer(_Explorer):
             ]
         )
         self.widget.add_class("smoothviz-rank-explorer")
-        self._reduction_changed()
-        self._building = False
+        self._reduction_changed(settle=False)
 
     @property
     def factors(self):
@@ -555,7 +555,7 @@ class RankExplorer(_Explorer):
             self._allocations[key] = self.allocate(key[2], ALLOCATIONS[key[1]])
         return dict(self._allocations[key])
 
-    def _reduction_changed(self, change: Any = None) -> None:
+    def _reduction_changed(self, change: Any = None, *, settle: bool = True) -> None:
         try:
             ranks = self._allocation()
             self.choice_error = None
@@ -570,7 +570,7 @@ class RankExplorer(_Explorer):
                 slider.value = ranks[name]
         finally:
             self._syncing = False
-        self._changed()
+        self._changed(settle=settle)
 
     def _rank_changed(self, change: Any = None) -> None:
         if not self._syncing:
@@ -818,8 +818,7 @@ class PruneExplorer(_Explorer):
         )
         self.widget.add_class("smoothviz-prune-explorer")
         self._pruned: tuple[Any, nn.Module] | None = None
-        self._changed()
-        self._building = False
+        self._changed(settle=False)
 
     def settings(self) -> dict[str, Any]:
         return {
