@@ -78,14 +78,14 @@ def write_markdown(payload: dict, path: Path) -> None:
     peak_load = max(
         max(r["load_average_before"], r["load_average_after"]) for rs in runs.values() for r in rs
     )
-    first_load = min(r["load_average_before"] for rs in runs.values() for r in rs)
+    quiet_load = min(r["load_average_before"] for rs in runs.values() for r in rs)
     load_note = (
         f"**Taken under load**: the 1-min load average reached {peak_load:.1f} on {cores} cores "
         "(other jobs shared the CPU, unevenly over time), so these times and their ratio are "
         "noisy; re-run on an idle machine before quoting them."
-        # Each run keeps every core busy itself (load ~ cores): only more, or load before the
-        # first run, is other work.
-        if peak_load > cores + 0.5 or first_load > 1.0
+        # Each run keeps every core busy itself (load ~ cores): only more than that, or load
+        # already there before the quietest start, is other work.
+        if peak_load > cores + 0.5 or quiet_load > 1.0
         else f"The machine was idle (1-min load average at most {peak_load:.1f} on {cores} cores)."
     )
     lines = [

@@ -310,17 +310,6 @@ def compress_from_factors(
     return new
 
 
-def budget_hints(model: nn.Module, chosen: Sequence[tuple[str, nn.Module]]) -> dict[str, Any]:
-    """``left_out``/``include`` for :func:`check_reachable`: the Conv2d/Linear layers an SVD
-    selection leaves out, each with its reason, and the ``layers=`` value that adds them."""
-    names = [n for n, _ in chosen]
-    reasons = left_out(model, names, method="svd")
-    return {
-        "left_out": reasons,
-        "include": layers_value(model, [*names, *reasons]) if reasons else None,
-    }
-
-
 def resolve_request(
     model: nn.Module,
     layers: Sequence[str] | str | None,
@@ -346,7 +335,10 @@ def resolve_request(
             m.weight.numel() - min(m.weight.numel(), m.weight.shape[0] + m.weight[0].numel())
             for _, m in chosen
         )
-        check_reachable(param_reduction, total, min_params, what, **budget_hints(model, chosen))
+        names = [n for n, _ in chosen]
+        left = left_out(model, names, method="svd")  # named in the error, with the fix
+        include = layers_value(model, [*names, *left]) if left else None
+        check_reachable(param_reduction, total, min_params, what, left_out=left, include=include)
     if isinstance(ranks, (int, np.integer)) and not isinstance(ranks, bool):
         ranks = {n: int(ranks) for n, _ in chosen}
     if mode == "ranks":
