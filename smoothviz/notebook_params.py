@@ -316,13 +316,12 @@ class TradeoffParams(NotebookParams):
     title: ClassVar[str] = "Accuracy vs compression"
 
     # The main job must fit its 5 minutes (benchmarks/results/main_job_time.md): its two trainings
-    # take about 200 s of it, and each (training, method, target) cell of this notebook 3 to 7 s
-    # (two passes over the 10,000 test images, plain and after BN re-estimation, plus the
-    # data-aware methods' calibration work). Measured on the default trainings: four methods at
-    # 50/70/85 % made the main job 365 s; svd, svd_data_aware and interpolative at 70/85 % 306 s,
-    # with svd_data_aware the best method of both trainings at both targets. So the default runs
-    # the paper's weight-only SVD and the data-aware SVD at the paper's headline target and the
-    # harder 85 %; the full preset runs every method (None) at five targets.
+    # take about 200 s of it and this notebook 56 s for 2 methods x 2 targets x 2 trainings (two
+    # passes over the 10,000 test images per cell, plain and after BN re-estimation). Earlier
+    # runs of that script, whose result files were not kept: four methods at 50/70/85 % took
+    # 368 s, svd/svd_data_aware/interpolative at 70/85 % 306 s, with svd_data_aware the best
+    # method of both trainings at both targets. So the default runs the paper's weight-only SVD
+    # and the data-aware SVD at 70 and 85 %; the full preset runs every method at five targets.
     methods: tuple[str, ...] | None = _help(
         "compression methods (None: every method in smoothviz.compress.METHODS)",
         default=DEFAULT_METHODS,
