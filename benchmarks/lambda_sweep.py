@@ -17,8 +17,14 @@ Resumable: trainings land in the shared checkpoint cache (``train`` loads a fini
 model's compression rows are kept in ``<cache>/lambda_sweep/<training cache key>.json``, so a
 restarted run redoes only what is missing (a method added to ``METHODS`` later is the only new work).
 
-    .venv/bin/python benchmarks/lambda_sweep.py            # ~20 trainings: about an hour on 2 CPU cores
-    .venv/bin/python benchmarks/lambda_sweep.py --report   # rewrite the results from the cache only
+    .venv/bin/python benchmarks/lambda_sweep.py              # 17 trainings: hours on 2 CPU cores
+    .venv/bin/python benchmarks/lambda_sweep.py --workers 8  # one Dask task per training (one GPU)
+    .venv/bin/python benchmarks/lambda_sweep.py --report     # rewrite the results from the cache only
+
+With ``--workers N`` (a local Dask cluster) or ``--scheduler ADDRESS`` the grid points that miss
+rows are trained and compressed on the cluster, one task per training (smoothviz.distributed);
+the data stay on the CPU and each worker compresses on its training's device. ``--train-only``
+trains the grid into the checkpoint cache and measures nothing (to compress elsewhere later).
 
 A run that has not measured every grid point (stopped early, or ``--report`` before every training
 is cached) writes partial results and says so: ``"complete": false`` and the ``missing`` points in
@@ -36,6 +42,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from smoothviz import distributed
 from smoothviz.atomic import atomic_write, atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
@@ -66,6 +73,15 @@ BENCHMARK_MODEL = {
 }
 
 
+def describe_model() -> str:
+    m = BENCHMARK_MODEL
+    images = f"{m['train_subset']:,}" if m.get("train_subset") else "all"
+    return (
+        f"{m['model']} (width {m.get('width')}, {m['epochs']} epochs, {images} training images) "
+        f"on {m['dataset']} (its whole test split)"
+    )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -81,6 +97,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="train one regulariser's whole grid before the next (default: breadth-first, middle "
         "weights first, so a run stopped early has covered every regulariser)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train and compress the missing grid points on a local Dask cluster of N workers",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="... on the existing Dask cluster at ADDRESS (default: $SMOOTHVIZ_SCHEDULER when set)",
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train every grid point into the checkpoint cache; measure and write nothing",
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default="lambda_sweep")
@@ -108,16 +142,47 @@ def _rows_path(cfg: TrainConfig) -> Path:
     return default_cache_dir() / "lambda_sweep" / f"{cache_key(cfg)}.json"
 
 
+def _cached(cfg: TrainConfig) -> dict:
+    path = _rows_path(cfg)
+    return json.loads(path.read_text()) if path.is_file() else {"rows": []}
+
+
+def _todo(cached: dict, methods, reductions) -> list[str]:
+    """The methods with at least one target not yet in ``cached``."""
+    done = {(r["method"], r["target_reduction"]) for r in cached["rows"]}
+    return [m for m in methods if any((m, t) not in done for t in reductions)]
+
+
+def _store(cfg: TrainConfig, cached: dict, run, methods, table: pd.DataFrame) -> dict:
+    """``cached`` with ``methods``' rows replaced by ``table``'s, written atomically."""
+    new = json.loads(table.drop(columns="training").to_json(orient="records"))
+    keep = [r for r in cached["rows"] if r["method"] not in methods]
+    out = {
+        "config": cfg.to_dict(),
+        "history": run.history.to_dict(orient="records"),
+        # where the rows were measured (each row's `device` is where it was compressed and timed)
+        "measured": {k: v for k, v in environment_info().items() if k != "device"}
+        | {"rows_device": sorted(set(table.device.dropna()))},
+        "rows": keep + new,
+    }
+    atomic_write_text(_rows_path(cfg), json.dumps(out, indent=1))
+    return out
+
+
+def _selected(cached: dict, methods, reductions) -> list[dict]:
+    return [
+        r for r in cached["rows"] if r["method"] in methods and r["target_reduction"] in reductions
+    ]
+
+
 def measure(cfg: TrainConfig, methods, reductions, data, *, train_missing: bool) -> list[dict]:
     """The compression rows of one training, computing only the (method, target) pairs not cached."""
-    path = _rows_path(cfg)
-    cached = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-    done = {(r["method"], r["target_reduction"]) for r in cached["rows"]}
-    todo_methods = [m for m in methods if any((m, t) not in done for t in reductions)]
+    cached = _cached(cfg)
+    todo_methods = _todo(cached, methods, reductions)
     if todo_methods:
         run = train(cfg, progress=True) if train_missing else load_cached(cfg)
         if run is None:
-            return cached["rows"]
+            return _selected(cached, methods, reductions)
         table = sweep(
             {"model": run.model.eval()},
             todo_methods,
@@ -127,17 +192,62 @@ def measure(cfg: TrainConfig, methods, reductions, data, *, train_missing: bool)
             latency_repeats=3,
             progress=True,
         )
-        new = json.loads(table.drop(columns="training").to_json(orient="records"))
-        keep = [r for r in cached["rows"] if r["method"] not in todo_methods]
-        cached = {
-            "config": cfg.to_dict(),
-            "history": run.history.to_dict(orient="records"),
-            "rows": keep + new,
-        }
-        atomic_write_text(path, json.dumps(cached, indent=1))
-    return [
-        r for r in cached["rows"] if r["method"] in methods and r["target_reduction"] in reductions
-    ]
+        cached = _store(cfg, cached, run, todo_methods, table)
+    return _selected(cached, methods, reductions)
+
+
+def measure_on_cluster(cfgs: list[TrainConfig], methods, reductions, data, request) -> None:
+    """Train and compress every config that misses rows, one Dask task per training.
+
+    Each task recomputes the methods any of the pending configs miss (a stale cache is the only
+    case where those differ). A training whose task failed is reported and left unmeasured, so a
+    re-run retries it.
+    """
+    from smoothviz.distributed import sweep_on_cluster
+
+    pending = {}
+    for cfg in cfgs:
+        todo = _todo(_cached(cfg), methods, reductions)
+        if todo:
+            pending[cache_key(cfg)] = (cfg, todo)
+    if not pending:
+        return
+    union = [m for m in methods if any(m in todo for _, todo in pending.values())]
+    print(f"measuring {len(pending)} training(s) on the {request.describe()}", flush=True)
+
+    def keep(key: str, part: pd.DataFrame) -> None:  # as each training ends: a stop loses none
+        cfg = pending[key][0]
+        if part.test_acc_uncompressed.isna().all():  # the task itself failed: nothing measured
+            print(f"FAILED {cfg.config_hash()}: {part.error.dropna().iloc[0]}", flush=True)
+            return
+        _store(cfg, _cached(cfg), load_cached(cfg), union, part)
+
+    sweep_on_cluster(
+        {key: cfg for key, (cfg, _) in pending.items()},
+        union,
+        reductions,
+        data,
+        workers=request.workers,
+        scheduler=request.scheduler,
+        on_result=keep,
+        bn_reestimate=False,
+        latency_repeats=3,
+    )
+
+
+def train_all(cfgs: list[TrainConfig], request) -> None:
+    """Every config into the checkpoint cache (on the cluster when one is asked for)."""
+    if request is None:
+        for cfg in cfgs:
+            train(cfg, progress=True)
+        return
+    from smoothviz.distributed import as_completed_with_progress, connect, submit_trainings
+
+    with connect(request) as client:
+        futures = submit_trainings(client, cfgs)
+        for future in as_completed_with_progress(list(futures.values()), desc="trainings"):
+            if future.result() is not None:
+                print(f"FAILED training: {future.result()}", flush=True)
 
 
 def training_seconds(cfgs: dict[str, tuple[str, float, TrainConfig]]) -> list[float]:
@@ -150,6 +260,29 @@ def training_seconds(cfgs: dict[str, tuple[str, float, TrainConfig]]) -> list[fl
             if history and all("seconds" in h for h in history):
                 out.append(sum(h["seconds"] for h in history))
     return out
+
+
+def measured_where(cfgs: dict[str, tuple[str, float, TrainConfig]]) -> dict[str, list[str]]:
+    """Where the numbers come from: the trainings' devices and versions (checkpoint sidecars), and
+    the compressions' (each cached rows file), as sorted lists of distinct values."""
+    trained, compressed, code = set(), set(), set()
+    for _, _, cfg in cfgs.values():
+        sidecar = default_cache_dir() / "checkpoints" / f"{cache_key(cfg)}.json"
+        if sidecar.is_file():
+            env = json.loads(sidecar.read_text()).get("environment", {})
+            trained.add(f"{env.get('device', '?')} (torch {env.get('torch', '?')})")
+        cached = _cached(cfg)
+        for r in cached["rows"]:
+            if r.get("device"):
+                compressed.add(r["device"])
+        if "measured" in cached:
+            m = cached["measured"]
+            code.add(f"git {m.get('git_sha', '?')}, torch {m.get('torch', '?')}")
+    return {
+        "trainings": sorted(trained),
+        "compression": sorted(compressed),
+        "compression_code": sorted(code) or ["not recorded (rows cached before this was kept)"],
+    }
 
 
 def missing_points(cfgs: dict[str, tuple[str, float, TrainConfig]], df: pd.DataFrame) -> list[dict]:
@@ -217,12 +350,12 @@ def markdown(
     seconds: float,
     missing: list[dict] | None = None,
     train_seconds: list[float] | None = None,
+    where: dict[str, list[str]] | None = None,
 ) -> str:
     ok = df[df.error.isna()]
     missing = missing or []
     lines = [
-        "# Regulariser weight sweep: resnet18 (width 16, 4 epochs, 20,000 training images) on "
-        "Fashion-MNIST (full 10,000-image test split)" + (" — PARTIAL" if missing else ""),
+        f"# Regulariser weight sweep: {describe_model()}" + (" — PARTIAL" if missing else ""),
         "",
     ]
     if missing:
@@ -253,9 +386,22 @@ def markdown(
             "",
         ]
     lines += [
-        f"Device: {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}; "
-        f"wall time of this invocation {seconds:.0f} s (trainings come from the checkpoint cache "
+        f"Written on {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}; "
+        f"wall time of this invocation {seconds:.0f} s (trainings and rows come from the cache "
         "when present).",
+        "",
+    ]
+    where = where or {}
+    lines += [
+        f"- {label}: {'; '.join(where[key])}"
+        for key, label in (
+            ("trainings", "Trained on"),
+            ("compression", "Compressed, evaluated and timed on"),
+            ("compression_code", "Compression code"),
+        )
+        if where.get(key)
+    ]
+    lines += [
         "",
         "No fine-tuning: test accuracy straight after compression to the target whole-network "
         "parameter reduction. `weight` 0 is the baseline.",
@@ -330,13 +476,24 @@ def plot(df: pd.DataFrame, path: Path, missing: list[dict] | None = None) -> Non
 def main(argv=None) -> None:
     args = parse_args(argv)
     t0 = time.perf_counter()
+    request = distributed.resolve(args.workers, args.scheduler)
+    points = configs(args.regularisers, breadth_first=not args.depth_first)
+    if args.train_only:
+        train_all([cfg for _, _, cfg in points], request)
+        return
     device = resolve_device("auto")
-    data = load_dataset(BENCHMARK_MODEL["dataset"], device=device)
+    # A cluster's workers get the data through Dask: CPU tensors travel, CUDA ones need not.
+    data = load_dataset(BENCHMARK_MODEL["dataset"], device="cpu" if request else device)
     torch.manual_seed(0)
+    if request is not None and not args.report:
+        measure_on_cluster(
+            [cfg for _, _, cfg in points], args.methods, args.reductions, data, request
+        )
     rows, cfgs = [], {}
-    for reg, weight, cfg in configs(args.regularisers, breadth_first=not args.depth_first):
+    for reg, weight, cfg in points:
         print(f"== {reg} {weight:g} ({cfg.config_hash()})", flush=True)
-        for r in measure(cfg, args.methods, args.reductions, data, train_missing=not args.report):
+        train_here = not args.report and request is None
+        for r in measure(cfg, args.methods, args.reductions, data, train_missing=train_here):
             rows.append({"regulariser": reg, "weight": weight, **r})
         cfgs[f"{reg}={weight:g}"] = (reg, weight, cfg)
     df = pd.DataFrame(rows)
@@ -351,6 +508,7 @@ def main(argv=None) -> None:
         raise SystemExit("nothing measured yet: run without --report first")
     chosen = choose_weights(df)
     missing = missing_points(cfgs, df)
+    where = measured_where(cfgs)
     seconds = time.perf_counter() - t0
     env = environment_info(device)
     out = args.out
@@ -362,6 +520,7 @@ def main(argv=None) -> None:
         "extra": EXTRA,
         "reductions": args.reductions,
         "methods": args.methods,
+        "measured_where": where,
         "complete": not missing,
         "missing": missing,
         "chosen": chosen,
@@ -372,7 +531,7 @@ def main(argv=None) -> None:
     atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
     atomic_write_text(
         out / f"{args.name}.md",
-        markdown(df, chosen, env, seconds, missing, training_seconds(cfgs)),
+        markdown(df, chosen, env, seconds, missing, training_seconds(cfgs), where),
     )
     plot(df, out / f"{args.name}.png", missing)
     print((out / f"{args.name}.md").read_text())

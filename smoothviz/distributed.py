@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -273,6 +273,7 @@ def sweep_on_cluster(
     scheduler: str | None = None,
     client: Client | None = None,
     log: TextIO | None = sys.stderr,
+    on_result: Callable[[str, pd.DataFrame], None] | None = None,
     **sweep_options: Any,
 ) -> pd.DataFrame:
     """:func:`smoothviz.sweep.sweep` with one Dask task per training; the same table out.
@@ -292,6 +293,9 @@ def sweep_on_cluster(
         A :class:`distributed.Client` you already hold.
     log
         Where the progress bar and the dashboard link go (None: nowhere).
+    on_result
+        Called with ``(training name, its rows)`` as each training's task ends, in the order they
+        end, so a caller can keep each result at once (a run stopped later loses none of them).
     **sweep_options
         Passed to :func:`~smoothviz.sweep.sweep` (``bn_reestimate``, ``seed``, ``layers``, ...).
 
@@ -329,8 +333,11 @@ def sweep_on_cluster(
         raise TypeError(f"data must be an ImageData, got {type(data).__name__}")
     if "progress" in sweep_options:
         raise TypeError("progress is not a sweep_on_cluster option; pass log=None for no bar")
+    if on_result is not None and not callable(on_result):
+        raise TypeError(f"on_result must be a callable or None, got {on_result!r}")
+    args = (trainings, methods, reductions, data, log, sweep_options, on_result)
     if client is not None:
-        return _sweep(client, trainings, methods, reductions, data, log, sweep_options)
+        return _sweep(client, *args)
     request = resolve(workers, scheduler)
     if request is None:
         raise ConfigError(
@@ -338,10 +345,10 @@ def sweep_on_cluster(
             "for a serial sweep use smoothviz.sweep.sweep"
         )
     with connect(request, log=log) as new_client:
-        return _sweep(new_client, trainings, methods, reductions, data, log, sweep_options)
+        return _sweep(new_client, *args)
 
 
-def _sweep(client, trainings, methods, reductions, data, log, options) -> pd.DataFrame:
+def _sweep(client, trainings, methods, reductions, data, log, options, on_result) -> pd.DataFrame:
     configs = [s for s in trainings.values() if isinstance(s, TrainConfig)]
     trained = submit_trainings(client, configs)
     shared_data = client.scatter(data, broadcast=True)
@@ -369,4 +376,6 @@ def _sweep(client, trainings, methods, reductions, data, log, options) -> pd.Dat
             frames[name] = future.result()
         except Exception as exc:
             frames[name] = _failed_rows(name, methods, reductions, error_text(exc))
+        if on_result is not None:
+            on_result(name, frames[name])
     return pd.concat([frames[n] for n in trainings], ignore_index=True)

@@ -500,6 +500,8 @@ def plot_lambda_sweep(
     if method not in methods:
         raise ValueError(f"plot_lambda_sweep: method {method!r} not in the sweep; it has {methods}")
     at = sweep[(sweep["method"] == method) & (sweep["target_reduction"] == target)]
+    # A target the method could not reach has no accuracy (its row's ``error`` says why): no point.
+    at = at.assign(test_acc=pd.to_numeric(at["test_acc"], errors="coerce"))
     if at.empty:
         targets = sorted(set(sweep["target_reduction"]))
         raise ValueError(
@@ -513,7 +515,8 @@ def plot_lambda_sweep(
     base = at[at["regulariser"] == "baseline"]
     if len(base):
         acc, unc = float(base["test_acc"].iloc[0]), float(base["test_acc_uncompressed"].iloc[0])
-        ax.axhline(acc, color="0.3", linestyle="--", linewidth=1, label="baseline (weight 0)")
+        if acc == acc:  # not NaN: the baseline reached this target
+            ax.axhline(acc, color="0.3", linestyle="--", linewidth=1, label="baseline (weight 0)")
         ax.axhline(unc, color="0.3", linestyle=":", linewidth=1, label="baseline uncompressed")
     ax.set_xscale("log")
     ax.set_xlabel("regulariser weight λ")

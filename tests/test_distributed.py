@@ -224,6 +224,7 @@ def test_sweep_on_a_cluster_gives_the_serial_sweeps_rows(cluster_client, mini_da
     broken = mlp.replace(train_subset=999_999)
     methods, reductions = ["svd", "prune_magnitude"], [0.05, 0.3]
     options = dict(bn_reestimate=False, latency_repeats=1, calibration_size=64)
+    ended: list[tuple[str, pd.DataFrame]] = []
     table = distributed.sweep_on_cluster(
         {"mlp": mlp, "cnn": trained_cnn, "broken": broken},
         methods,
@@ -231,9 +232,18 @@ def test_sweep_on_a_cluster_gives_the_serial_sweeps_rows(cluster_client, mini_da
         mini_data,
         client=client,
         log=None,
+        on_result=lambda name, rows: ended.append((name, rows)),
         **options,
     )
     assert list(table.training.unique()) == ["mlp", "cnn", "broken"]
+    # each training's rows were handed over once, as its task ended, and are the table's rows
+    assert sorted(name for name, _ in ended) == ["broken", "cnn", "mlp"]
+    for name, rows in ended:
+        pd.testing.assert_frame_equal(
+            rows.reset_index(drop=True),
+            table[table.training == name].reset_index(drop=True),
+            check_dtype=False,  # a failed training's all-NaN columns are float before the concat
+        )
     bad = table[table.training == "broken"]
     assert len(bad) == 4 and bad.error.str.contains("train_subset is 999999").all()
     threads = torch.get_num_threads()
