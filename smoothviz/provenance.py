@@ -13,19 +13,19 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-# A copy of the tree without its .git folder (e.g. sent to a remote GPU machine) names the commit it
-# was copied from here; a real checkout's own answer always wins.
+# A copy of the tree sent elsewhere (e.g. to a remote GPU machine) may carry no .git folder, or a
+# stale one: whoever sends it names the commit, and that name wins.
 GIT_SHA_ENV = "SMOOTHVIZ_GIT_SHA"
 
 
 def git_sha(short: bool = False) -> str:
     """The checkout's HEAD commit (with ``+dirty`` when files differ), or ``"unknown"``.
 
-    Outside a git checkout, ``$SMOOTHVIZ_GIT_SHA`` (marked ``(from $SMOOTHVIZ_GIT_SHA)``) when set.
+    ``$SMOOTHVIZ_GIT_SHA``, when set, is returned instead (marked ``(from $SMOOTHVIZ_GIT_SHA)``).
     """
-    if not (REPO_ROOT / ".git").exists():
-        given = os.environ.get(GIT_SHA_ENV, "").strip()
-        return f"{given} (from ${GIT_SHA_ENV})" if given else "unknown"
+    given = os.environ.get(GIT_SHA_ENV, "").strip()
+    if given:
+        return f"{given} (from ${GIT_SHA_ENV})"
     try:
         args = ["git", "rev-parse", "--short", "HEAD"] if short else ["git", "rev-parse", "HEAD"]
         sha = subprocess.run(
