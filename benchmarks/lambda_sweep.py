@@ -47,6 +47,7 @@ from smoothviz.atomic import atomic_write, atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import default_cache_dir, load_dataset
+from smoothviz.notebook_params import DEFAULT_METHODS
 from smoothviz.provenance import environment_info
 from smoothviz.sweep import sweep
 from smoothviz.training import cache_key, load_cached, resolve_device, train
@@ -73,8 +74,16 @@ BENCHMARK_MODEL = {
 }
 
 
-def describe_model() -> str:
-    m = BENCHMARK_MODEL
+def main_job_model() -> dict:
+    """The main job's training fields (the report's default preset), so its cached trainings serve."""
+    from smoothviz.notebook_params import NotebookParams
+
+    cfg = NotebookParams().training_configs()["baseline"]
+    return {k: getattr(cfg, k) for k in ("dataset", "model", "width", "epochs", "train_subset")}
+
+
+def describe_model(m: dict | None = None) -> str:
+    m = BENCHMARK_MODEL if m is None else m
     images = f"{m['train_subset']:,}" if m.get("train_subset") else "all"
     return (
         f"{m['model']} (width {m.get('width')}, {m['epochs']} epochs, {images} training images) "
@@ -85,9 +94,16 @@ def describe_model() -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--regularisers", nargs="+", default=list(GRID), choices=list(GRID), help="which to sweep"
+        "--model",
+        choices=["benchmark", "main_job"],
+        default="benchmark",
+        help="benchmark: resnet18 w16, every regulariser and method (default); main_job: the "
+        "report's default trainings, first-order only, the report's default methods",
     )
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument(
+        "--regularisers", nargs="+", default=None, choices=list(GRID), help="which to sweep"
+    )
+    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS))
     p.add_argument("--reductions", type=float, nargs="+", default=list(REDUCTIONS))
     p.add_argument(
         "--report", action="store_true", help="train nothing: write the results from the cache"
@@ -117,17 +133,27 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="train every grid point into the checkpoint cache; measure and write nothing",
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    p.add_argument("--name", default="lambda_sweep")
-    return p.parse_args(argv)
+    p.add_argument("--name", default=None, help="file names (default: lambda_sweep[_main_job])")
+    args = p.parse_args(argv)
+    main_job = args.model == "main_job"
+    if args.regularisers is None:
+        args.regularisers = ["first_order"] if main_job else list(GRID)
+    if args.methods is None:
+        args.methods = list(DEFAULT_METHODS) if main_job else list(METHODS)
+    if args.name is None:
+        args.name = "lambda_sweep_main_job" if main_job else "lambda_sweep"
+    return args
 
 
-def configs(regularisers, *, breadth_first: bool = True) -> list[tuple[str, float, TrainConfig]]:
+def configs(
+    regularisers, *, breadth_first: bool = True, model: dict | None = None
+) -> list[tuple[str, float, TrainConfig]]:
     """``(regulariser, weight, config)`` for the baseline (weight 0) and every grid point.
 
     Breadth-first visits the grids' middle weights of every regulariser, then the outer ones, so
     that a run stopped early (each training takes minutes) has measured every regulariser.
     """
-    base = TrainConfig(**BENCHMARK_MODEL)
+    base = TrainConfig(**(BENCHMARK_MODEL if model is None else model))
     points = [(reg, i, value) for reg in regularisers for i, value in enumerate(GRID[reg])]
     if breadth_first:
         # distance from the grid's middle, then the regulariser's position: 1, 2, 0, 3 for 4 values
@@ -343,6 +369,33 @@ def choose_weights(df: pd.DataFrame) -> dict[str, dict]:
     return chosen
 
 
+def best_per_method(df: pd.DataFrame) -> list[dict]:
+    """Per (regulariser, method), the weight with the best accuracy at ``KEY_REDUCTION`` among
+    those within ``MAX_UNCOMPRESSED_DROP`` of the baseline, next to the baseline's accuracy there."""
+    base_acc = float(df[df.regulariser == "baseline"].test_acc_uncompressed.iloc[0])
+    at = df[df.target_reduction == KEY_REDUCTION].assign(
+        test_acc=lambda d: pd.to_numeric(d.test_acc, errors="coerce").fillna(0.0)
+    )
+    base = at[at.regulariser == "baseline"].set_index("method").test_acc
+    ok = at[
+        (at.regulariser != "baseline")
+        & (at.test_acc_uncompressed >= base_acc - MAX_UNCOMPRESSED_DROP)
+    ]
+    out = []
+    for (reg, method), g in ok.groupby(["regulariser", "method"], sort=False):
+        best = g.sort_values("test_acc").iloc[-1]
+        out.append(
+            {
+                "regulariser": reg,
+                "method": method,
+                "weight": float(best.weight),
+                "test_acc": float(best.test_acc),
+                "baseline_test_acc": float(base.get(method, float("nan"))),
+            }
+        )
+    return out
+
+
 def markdown(
     df: pd.DataFrame,
     chosen: dict,
@@ -351,11 +404,12 @@ def markdown(
     missing: list[dict] | None = None,
     train_seconds: list[float] | None = None,
     where: dict[str, list[str]] | None = None,
+    model: dict | None = None,
 ) -> str:
     ok = df[df.error.isna()]
     missing = missing or []
     lines = [
-        f"# Regulariser weight sweep: {describe_model()}" + (" — PARTIAL" if missing else ""),
+        f"# Regulariser weight sweep: {describe_model(model)}" + (" — PARTIAL" if missing else ""),
         "",
     ]
     if missing:
@@ -421,6 +475,21 @@ def markdown(
             f"| {reg} | {c['weight']:g} | {c['test_acc_uncompressed']:.4f} | "
             f"{c['mean_acc_at_key']:.4f} | {measured}{grid} |"
         )
+    per_method = best_per_method(df)
+    if per_method:
+        lines += [
+            "",
+            f"## Best weight per method (accuracy at {KEY_REDUCTION:.0%} fewer parameters, same "
+            "0.5 pp limit on the uncompressed accuracy)",
+            "",
+            "| regulariser | method | best weight | accuracy | baseline's accuracy | gain (pp) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {b['regulariser']} | {b['method']} | {b['weight']:g} | {b['test_acc']:.4f} | "
+            f"{b['baseline_test_acc']:.4f} | {100 * (b['test_acc'] - b['baseline_test_acc']):+.1f} |"
+            for b in per_method
+        ]
     for col, title in (
         ("test_acc", "Test accuracy"),
         ("test_acc_bn_reestimated", "Test accuracy after BatchNorm re-estimation"),
@@ -477,13 +546,14 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     t0 = time.perf_counter()
     request = distributed.resolve(args.workers, args.scheduler)
-    points = configs(args.regularisers, breadth_first=not args.depth_first)
+    model = main_job_model() if args.model == "main_job" else BENCHMARK_MODEL
+    points = configs(args.regularisers, breadth_first=not args.depth_first, model=model)
     if args.train_only:
         train_all([cfg for _, _, cfg in points], request)
         return
     device = resolve_device("auto")
     # A cluster's workers get the data through Dask: CPU tensors travel, CUDA ones need not.
-    data = load_dataset(BENCHMARK_MODEL["dataset"], device="cpu" if request else device)
+    data = load_dataset(model["dataset"], device="cpu" if request else device)
     torch.manual_seed(0)
     if request is not None and not args.report:
         measure_on_cluster(
@@ -515,7 +585,9 @@ def main(argv=None) -> None:
     atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
     payload = {
         "provenance": env,
-        "benchmark_model": BENCHMARK_MODEL,
+        "model_preset": args.model,
+        "benchmark_model": model,
+        "best_weight_per_method": best_per_method(df),
         "grid": GRID,
         "extra": EXTRA,
         "reductions": args.reductions,
@@ -531,7 +603,7 @@ def main(argv=None) -> None:
     atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
     atomic_write_text(
         out / f"{args.name}.md",
-        markdown(df, chosen, env, seconds, missing, training_seconds(cfgs), where),
+        markdown(df, chosen, env, seconds, missing, training_seconds(cfgs), where, model),
     )
     plot(df, out / f"{args.name}.png", missing)
     print((out / f"{args.name}.md").read_text())
