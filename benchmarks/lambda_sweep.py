@@ -520,7 +520,14 @@ def markdown(
             f"- {r.regulariser} {r.weight:g} / {r.method} / {r.target_reduction}: {r.error}"
             for r in failed.itertuples()
         ]
-    lines += ["", "Reproduce: `.venv/bin/python benchmarks/lambda_sweep.py`", ""]
+    lines += [
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/lambda_sweep.py` (serially here), or on one CUDA "
+        "GPU with 8 Dask workers `bash benchmarks/gpu_lambda_sweep.sh OUT` (its log, when it "
+        "measured a committed file: `benchmarks/results/gpu_lambda_sweep.log`); then "
+        "`--report` writes these files from the cache.",
+        "",
+    ]
     return "\n".join(lines)
 
 
