@@ -454,11 +454,16 @@ def tradeoff_grid(
         ax.set_xlabel("parameter reduction (achieved)")
         ax.set_ylabel("test accuracy")
         if ax is axes.flat[0]:  # the references are the same in every panel: one legend
-            _extend_legend(ax, lines, loc="lower left", fontsize="x-small")
-        elif ax.get_legend() is not None:
+            _extend_legend(ax, lines)
+            legend = ax.get_legend()
+            handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+        if ax.get_legend() is not None:
             ax.get_legend().remove()
     for ax in axes.flat[len(methods) :]:
         ax.set_visible(False)
+    # Beside the panels, not on one: lines end anywhere in a panel (outside placement needs the
+    # constrained layout the figure was made with).
+    fig.legend(handles, labels, loc="outside right center", fontsize="x-small")
     fig.suptitle("Test accuracy without fine-tuning")
     return fig
 

@@ -190,10 +190,14 @@ def test_tradeoff_plots_carry_each_trainings_uncompressed_accuracy_and_chance():
     assert [ax.get_title() for ax in panels] == ["svd", "interpolative"]
     for ax in panels:
         assert _horizontal_lines(ax) == [0.1, 0.892, 0.894]
-    legend = [t.get_text() for t in panels[0].get_legend().get_texts()]
+    assert [ax.get_legend() for ax in panels] == [None, None]
+    (figure_legend,) = fig.legends  # one legend for the figure, beside the panels, on none of them
+    legend = [t.get_text() for t in figure_legend.get_texts()]
     assert "plain" in legend and "BN re-estimated" in legend
     assert "baseline uncompressed 89.4 %" in legend and "chance 10 %" in legend
-    assert panels[1].get_legend() is None
+    fig.canvas.draw()
+    box = figure_legend.get_window_extent()
+    assert not any(box.overlaps(ax.get_window_extent()) for ax in panels)
     plt.close(fig)
     fig, ax = plt.subplots()
     plots.plot_tradeoff(TRADEOFF, chance=0.1, ax=ax)
