@@ -35,6 +35,7 @@ its chosen weight was picked from.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -187,12 +188,18 @@ def _store(cfg: TrainConfig, cached: dict, run, methods, table: pd.DataFrame) ->
         "config": cfg.to_dict(),
         "history": run.history.to_dict(orient="records"),
         # where the rows were measured (each row's `device` is where it was compressed and timed)
-        "measured": {k: v for k, v in environment_info().items() if k != "device"}
-        | {"rows_device": sorted(set(table.device.dropna()))},
+        "measured": _code_at_start() | {"rows_device": sorted(set(table.device.dropna()))},
         "rows": keep + new,
     }
     atomic_write_text(_rows_path(cfg), json.dumps(out, indent=1))
     return out
+
+
+@functools.cache
+def _code_at_start() -> dict:
+    """Versions and git SHA when this process started measuring: the code it runs was read then,
+    whatever is committed while it runs."""
+    return {k: v for k, v in environment_info().items() if k != "device"}
 
 
 def _selected(cached: dict, methods, reductions) -> list[dict]:
@@ -405,6 +412,7 @@ def markdown(
     train_seconds: list[float] | None = None,
     where: dict[str, list[str]] | None = None,
     model: dict | None = None,
+    preset: str = "benchmark",
 ) -> str:
     ok = df[df.error.isna()]
     missing = missing or []
@@ -520,14 +528,16 @@ def markdown(
             f"- {r.regulariser} {r.weight:g} / {r.method} / {r.target_reduction}: {r.error}"
             for r in failed.itertuples()
         ]
-    lines += [
-        "",
-        "Reproduce: `.venv/bin/python benchmarks/lambda_sweep.py` (serially here), or on one CUDA "
-        "GPU with 8 Dask workers `bash benchmarks/gpu_lambda_sweep.sh OUT` (its log, when it "
-        "measured a committed file: `benchmarks/results/gpu_lambda_sweep.log`); then "
-        "`--report` writes these files from the cache.",
-        "",
-    ]
+    if preset == "main_job":
+        reproduce = "`.venv/bin/python benchmarks/lambda_sweep.py --model main_job`"
+    else:
+        reproduce = (
+            "`.venv/bin/python benchmarks/lambda_sweep.py` (serially here), or on one CUDA GPU "
+            "with 8 Dask workers `bash benchmarks/gpu_lambda_sweep.sh OUT` (its log, when it "
+            "measured a committed file: `benchmarks/results/gpu_lambda_sweep.log`); then "
+            "`--report` writes these files from the cache"
+        )
+    lines += ["", f"Reproduce: {reproduce}.", ""]
     return "\n".join(lines)
 
 
@@ -552,6 +562,7 @@ def plot(df: pd.DataFrame, path: Path, missing: list[dict] | None = None) -> Non
 def main(argv=None) -> None:
     args = parse_args(argv)
     t0 = time.perf_counter()
+    _code_at_start()
     request = distributed.resolve(args.workers, args.scheduler)
     model = main_job_model() if args.model == "main_job" else BENCHMARK_MODEL
     points = configs(args.regularisers, breadth_first=not args.depth_first, model=model)
@@ -610,7 +621,9 @@ def main(argv=None) -> None:
     atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
     atomic_write_text(
         out / f"{args.name}.md",
-        markdown(df, chosen, env, seconds, missing, training_seconds(cfgs), where, model),
+        markdown(
+            df, chosen, env, seconds, missing, training_seconds(cfgs), where, model, args.model
+        ),
     )
     plot(df, out / f"{args.name}.png", missing)
     print((out / f"{args.name}.md").read_text())

@@ -34,26 +34,22 @@ def test_full_preset_is_the_benchmark_model_with_the_weight_the_sweep_chose():
     assert full["show_lambda_sweep"] is True
 
 
-def test_main_job_defaults_are_a_measured_candidate_with_both_trainings_at_least_089():
-    rows = json.loads((RESULTS / "main_job_model.json").read_text())["rows"]
+def test_main_job_weight_is_the_one_its_own_sweep_chose_and_both_trainings_reach_089():
+    sweep = json.loads((RESULTS / "lambda_sweep_main_job.json").read_text())
     configs = TrainParams().training_configs()
-    measured = {r["config_hash"]: r for r in rows}
-    for training, cfg in configs.items():
-        assert cfg.config_hash() in measured, f"default {training} training was never measured"
-        assert measured[cfg.config_hash()]["test_acc"] >= 0.89
-    # The rule that picked the weight: the sweep's choice costs this model more than 0.5 pp.
-    sweep_weight = _sweep()["chosen"]["first_order"]["weight"]
-    base = measured[configs["baseline"].config_hash()]["test_acc"]
-    with_sweep_weight = [
-        r
-        for r in rows
-        if r["training"] == "smooth"
-        and r["first_order"] == sweep_weight
-        and all(r[k] == getattr(configs["baseline"], k) for k in ("model", "width", "epochs"))
-        and r["train_subset"] == configs["baseline"].train_subset
-    ]
-    if TrainParams().first_order != sweep_weight:
-        assert with_sweep_weight and base - with_sweep_weight[0]["test_acc"] > 0.005
+    assert sweep["complete"] and sweep["methods"] == list(TradeoffParams().methods)
+    for name, value in sweep["benchmark_model"].items():  # swept on the main job's own trainings
+        assert getattr(configs["baseline"], name) == value, name
+    assert TrainParams().first_order == sweep["chosen"]["first_order"]["weight"]
+    assert not sweep["chosen"]["first_order"]["fallback"]
+    hashes = sweep["config_hashes"]
+    assert hashes["baseline=0"] == configs["baseline"].config_hash()
+    assert hashes[f"first_order={TrainParams().first_order:g}"] == configs["smooth"].config_hash()
+    uncompressed = {
+        (r["regulariser"], r["weight"]): r["test_acc_uncompressed"] for r in sweep["rows"]
+    }
+    assert uncompressed[("baseline", 0.0)] >= 0.89
+    assert uncompressed[("first_order", TrainParams().first_order)] >= 0.89
 
 
 def test_lambda_sweep_figure_only_when_asked(monkeypatch):
