@@ -106,12 +106,11 @@ class NotebookParams:
     notebook: ClassVar[str] = ""
     title: ClassVar[str] = ""
 
-    # The main job's defaults (the report's ``default`` preset), from
-    # benchmarks/results/main_job_model.md: both trainings reach >= 0.89 on the full test split and
-    # smoothing buys the largest gap at 70 % fewer parameters of the candidates (docs/notebooks.md).
-    # The smoothness weight follows lambda_sweep.md's rule (the weight with the best accuracy at
-    # 70 % among those costing <= 0.5 pp uncompressed): on the benchmark model that is 0.02, which
-    # costs this narrower model 1.0 pp (0.8887 vs 0.8991), so here the rule gives 0.01 (0.3 pp).
+    # The main job's defaults (the report's ``default`` preset): the model and data from
+    # benchmarks/results/main_job_model.md (both trainings >= 0.89 on the full test split, fits the
+    # 5 minutes; docs/notebooks.md), the first-order weight from its own sweep,
+    # benchmarks/results/lambda_sweep_main_job.md: the best mean accuracy at 70 % fewer parameters
+    # over the report's default methods among weights costing <= 0.5 pp uncompressed.
     dataset: str = _help("fashion-mnist-mini | fashion-mnist | cifar10", default="fashion-mnist")
     model: str = _help("cnn | resnet18 | mlp | torchvision:<arch>", default="resnet18")
     width: int | None = _help("base width of the model (None: the model's default)", default=8)
