@@ -63,7 +63,7 @@ GRID: dict[str, tuple[float, ...]] = {
     "proximal": (1e-2, 3e-2, 1e-1, 3e-1),
 }
 # The main job's narrower model pays more for the same weight: on it the benchmark grid's 0.02
-# costs 0.9 pp uncompressed (over the 0.5 pp limit) and 0.0063 nothing, so the rule's boundary lies
+# costs 0.8 pp uncompressed (over the 0.5 pp limit) and 0.0063 nothing, so the rule's boundary lies
 # between two grid points; its sweep adds the round weight between them (geometric middle 0.011).
 MAIN_JOB_GRID: dict[str, tuple[float, ...]] = {"first_order": (6.3e-3, 1e-2, 2e-2, 6.3e-2, 2e-1)}
 EXTRA = {"nuclear": {"nuclear_every": 20}}

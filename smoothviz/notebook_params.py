@@ -106,16 +106,17 @@ class NotebookParams:
     notebook: ClassVar[str] = ""
     title: ClassVar[str] = ""
 
-    # The main job's defaults (the report's ``default`` preset): the model and data from
-    # benchmarks/results/main_job_model.md (both trainings >= 0.89 on the full test split, fits the
-    # 5 minutes; docs/notebooks.md), the first-order weight from its own sweep,
-    # benchmarks/results/lambda_sweep_main_job.md: the best mean accuracy at 70 % fewer parameters
-    # over the report's default methods among weights costing <= 0.5 pp uncompressed.
+    # The main job's defaults (the report's ``default`` preset; docs/notebooks.md): the model from
+    # benchmarks/results/main_job_model.md; 24,000 images because 30,000 took 314-335 s
+    # (main_job_time_30k_runs.md) and 24,000 265 s (main_job_time.md) with both trainings >= 0.89;
+    # the first-order weight from the main job's own sweep, lambda_sweep_main_job.md: the best
+    # mean accuracy at 70 % fewer parameters over the report's default methods among weights
+    # costing <= 0.5 pp uncompressed.
     dataset: str = _help("fashion-mnist-mini | fashion-mnist | cifar10", default="fashion-mnist")
     model: str = _help("cnn | resnet18 | mlp | torchvision:<arch>", default="resnet18")
     width: int | None = _help("base width of the model (None: the model's default)", default=8)
     epochs: int = _help("training epochs of each model", default=4)
-    train_subset: int | None = _help("train on this many images (None: all)", default=30000)
+    train_subset: int | None = _help("train on this many images (None: all)", default=24000)
     eval_subset: int | None = _help("evaluate on this many test images (None: all)", default=None)
     first_order: float = _help("smooth training: first-order smoothness weight", default=0.01)
     second_order: float = _help("smooth training: second-order smoothness weight", default=0.0)
@@ -315,7 +316,7 @@ class TradeoffParams(NotebookParams):
     title: ClassVar[str] = "Accuracy vs compression"
 
     # The main job must fit its 5 minutes (benchmarks/results/main_job_time.md): its two trainings
-    # take about 200 s of it and this notebook 56 s for 2 methods x 2 targets x 2 trainings (two
+    # take about 170 s of it and this notebook 58 s for 2 methods x 2 targets x 2 trainings (two
     # passes over the 10,000 test images per cell, plain and after BN re-estimation). Earlier
     # runs of that script, whose result files were not kept: four methods at 50/70/85 % took
     # 368 s, svd/svd_data_aware/interpolative at 70/85 % 306 s, with svd_data_aware the best
