@@ -408,6 +408,8 @@ def tradeoff_grid(
         results, ["method", "training", "param_reduction", "test_acc"], "tradeoff_grid"
     )
     _check_chance(chance)
+    if results.empty:
+        raise ValueError("tradeoff_grid: results has no rows (nothing was measured)")
     methods = list(dict.fromkeys(results["method"]))
     trainings = list(dict.fromkeys(results["training"]))
     palette = dict(zip(trainings, sns.color_palette(n_colors=len(trainings))))

@@ -209,6 +209,8 @@ def test_tradeoff_plots_carry_each_trainings_uncompressed_accuracy_and_chance():
     plt.close(fig)
     with pytest.raises(ValueError, match="chance"):
         plots.tradeoff_grid(TRADEOFF, chance=10)
+    with pytest.raises(ValueError, match="no rows"):
+        plots.tradeoff_grid(TRADEOFF.iloc[:0])
 
 
 LAMBDA = pd.DataFrame(
