@@ -27,6 +27,7 @@ from smoothviz.atomic import atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
+from smoothviz.distributed import error_text
 from smoothviz.provenance import environment_info
 from smoothviz.sweep import sweep
 from smoothviz.training import train
@@ -48,7 +49,7 @@ CONFIG = {
 def _error(exc: BaseException) -> str:
     frame = traceback.extract_tb(exc.__traceback__)[-1]
     where = f"{Path(frame.filename).name}:{frame.lineno}"
-    return f"{type(exc).__name__}: {exc} (at {where})"[:600]
+    return f"{error_text(exc)[:550]} (at {where})"
 
 
 def check(device: str = "cuda") -> dict:

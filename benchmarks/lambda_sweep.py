@@ -48,7 +48,7 @@ from smoothviz.atomic import atomic_write, atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import default_cache_dir, load_dataset
-from smoothviz.notebook_params import DEFAULT_METHODS
+from smoothviz.notebook_params import DEFAULT_METHODS, NotebookParams
 from smoothviz.provenance import environment_info
 from smoothviz.sweep import sweep
 from smoothviz.training import cache_key, load_cached, resolve_device, train
@@ -81,8 +81,6 @@ BENCHMARK_MODEL = {
 
 def main_job_model() -> dict:
     """The main job's training fields (the report's default preset), so its cached trainings serve."""
-    from smoothviz.notebook_params import NotebookParams
-
     cfg = NotebookParams().training_configs()["baseline"]
     return {k: getattr(cfg, k) for k in ("dataset", "model", "width", "epochs", "train_subset")}
 
