@@ -7,13 +7,12 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import types
-from typing import Union, get_args, get_origin, get_type_hints
+from typing import Union, get_args, get_origin
 
-from smoothviz.config import ConfigError, TrainConfig, field_help
+from smoothviz.config import ConfigError, TrainConfig
 
 
 def _parse_bool(text: str) -> bool:
@@ -41,32 +40,32 @@ def _parse_layers(text: str):
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """One ``--option`` per TrainConfig field, typed, with its documented default."""
-    hints, docs = get_type_hints(TrainConfig), field_help()
-    for f in dataclasses.fields(TrainConfig):
-        hint = hints[f.name]
+    docs = TrainConfig.field_help()
+    for name, hint in TrainConfig.field_types().items():
         options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
         base = next(o for o in options if o is not type(None))
-        if f.name == "layers":
+        if name == "layers":
             parse = _parse_layers
             metavar = "NAME,NAME,..."
         elif base is bool:
             parse, metavar = _parse_bool, "{true,false}"
         else:
             parse, metavar = base, base.__name__.upper()
-        if type(None) in options and f.name != "layers":
+        if type(None) in options and name != "layers":
             parse = _parse_optional(parse)
+        default = TrainConfig.default(name)
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
+            "--" + name.replace("_", "-"),
+            dest=name,
             type=parse,
-            default=f.default,
+            default=default,
             metavar=metavar,
-            help=f"{docs.get(f.name, '')} (default: {f.default})",
+            help=f"{docs[name]} (default: {default})",
         )
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    return TrainConfig(**{name: getattr(args, name) for name in TrainConfig.field_names()})
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -53,44 +53,8 @@ from smoothviz.headline import (
     load_results,
 )
 from smoothviz.notebook_params import NOTEBOOKS, NotebookParams, notebook_path
+from smoothviz.presets import EMBEDDED_FALLBACK, PRESETS
 
-# The notebooks' own defaults (smoothviz/notebook_params.py) are the main job, ``default``: a
-# residual net trained on the full Fashion-MNIST to >= 0.89 in the 5-minute budget; each value there
-# says which benchmark chose it. Other presets change only what they name.
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    # The benchmark model of benchmarks/ (resnet18 width 16, 20,000 images x 4 epochs) with the
-    # first-order weight the regulariser-weight sweep chose on it for every method together
-    # (benchmarks/results/lambda_sweep.md: best mean accuracy at 70 % over the five methods among
-    # weights costing <= 0.5 pp uncompressed), every method at five targets, and the sweep's figure.
-    "full": {
-        "dataset": "fashion-mnist",
-        "model": "resnet18",
-        "width": 16,
-        "epochs": 4,
-        "train_subset": 20000,
-        "first_order": 0.0063,
-        "eval_subset": None,
-        "reductions": [0.3, 0.5, 0.7, 0.85, 0.9],
-        "bn_reestimate": True,
-        "show_lambda_sweep": True,
-        "methods": None,  # every method in compress.METHODS
-    },
-    # CIFAR-10 with the CIFAR-style ResNet-18, as in the paper (files must already be on disk).
-    "cifar10": {
-        "dataset": "cifar10",
-        "model": "resnet18",
-        "width": 64,
-        "epochs": 30,
-        "train_subset": None,
-        "eval_subset": None,
-        "bn_reestimate": True,
-        "methods": None,  # every method in compress.METHODS
-    },
-}
-# Without the full Fashion-MNIST on disk, a preset that asks for it (and a user who did not name a
-# dataset) falls back to the embedded subset, all of it, and the report says so.
-EMBEDDED_FALLBACK: dict[str, Any] = {"dataset": "fashion-mnist-mini", "train_subset": None}
 STATUSES = ("pending", "running", "ok", "failed", "skipped")
 
 
