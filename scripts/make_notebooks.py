@@ -154,10 +154,10 @@ ranks""",
     "04_tradeoff": [
         (
             "code",
-            """from smoothviz.analysis import tradeoff_table
+            """from smoothviz.analysis import load_lambda_sweep, tradeoff_table
 from smoothviz.headline import best_methods, headline_sentence, headline_table, save_results
 from smoothviz.notebook_params import TradeoffParams
-from smoothviz.plots import tradeoff_grid
+from smoothviz.plots import lambda_sweep_grid, tradeoff_grid
 from smoothviz.sweep import sweep
 
 params = TradeoffParams.from_notebook(globals())
@@ -201,7 +201,12 @@ print(headline_sentence(headline))""",
             "`benchmarks/lambda_sweep.py`; the `full` preset's first-order weight comes from it "
             "(its `lambda_sweep.md` says which weights were measured).",
         ),
-        ("code", "params.lambda_sweep_figure();"),
+        (
+            "code",
+            """if params.show_lambda_sweep:
+    lambda_sweep, not_measured = load_lambda_sweep()
+    lambda_sweep_grid(lambda_sweep, target=0.7, missing=not_measured)""",
+        ),
     ],
     "05_explore": [
         (

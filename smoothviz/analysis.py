@@ -8,6 +8,8 @@
   needed for 90 % / 99 % of the energy, and the nuclear norm.
 - :func:`chosen_ranks`: the per-layer SVD ranks a whole-network parameter-reduction target picks.
 - :func:`training_histories`: several runs' per-epoch histories stacked with a ``training`` column.
+- :func:`load_lambda_sweep`: the committed regulariser-weight sweep of ``benchmarks/lambda_sweep.py``
+  (its rows, and the grid points a stopped sweep did not measure).
 
 Effective and stable rank come from :mod:`smoothviz.spectral`. Every function accepts one model or a mapping ``{training_name: model}``; with a mapping the rows
 carry a ``training`` column. Nothing here plots or writes files.
@@ -15,8 +17,10 @@ carry a ``training`` column. Nothing here plots or writes files.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,6 +32,10 @@ from smoothviz.regularizers import normalized_difference
 from smoothviz.spectral import effective_rank, singular_values, stable_rank
 
 AXIS_NAMES = {0: "output", 1: "input"}
+# What benchmarks/lambda_sweep.py commits: its rows (CSV) and, beside them, its summary (JSON).
+LAMBDA_SWEEP_RESULTS = (
+    Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "lambda_sweep.csv"
+)
 
 Models = nn.Module | Mapping[str, nn.Module]
 
@@ -320,3 +328,28 @@ def tradeoff_table(results: pd.DataFrame) -> pd.DataFrame:
         table = table.drop(columns="error")
     keys = [c for c in ("method", "training", "target_reduction") if c in table.columns]
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def load_lambda_sweep(
+    path: str | Path = LAMBDA_SWEEP_RESULTS,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The rows of a regulariser-weight sweep, and the grid points it did not measure.
+
+    Reads what ``benchmarks/lambda_sweep.py`` committed (measurements of the benchmark model, not
+    of any report's trainings): ``path`` (CSV, ready for :func:`smoothviz.plots.lambda_sweep_grid`)
+    and the ``missing`` list of the JSON summary beside it (empty for a complete sweep).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist; the message says how to make it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; run benchmarks/lambda_sweep.py (or, in the trade-off notebook, set "
+            "show_lambda_sweep to False)"
+        )
+    summary = path.with_suffix(".json")
+    missing = json.loads(summary.read_text()).get("missing") if summary.is_file() else None
+    return pd.read_csv(path), list(missing or [])

@@ -7,13 +7,14 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import types
-from typing import Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin
 
-from smoothviz.config import ConfigError, TrainConfig, field_help
+from smoothviz.config import ConfigError, TrainConfig
+from smoothviz.notebook_params import NOTEBOOKS
+from smoothviz.presets import PRESETS
 
 
 def _parse_bool(text: str) -> bool:
@@ -41,32 +42,32 @@ def _parse_layers(text: str):
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """One ``--option`` per TrainConfig field, typed, with its documented default."""
-    hints, docs = get_type_hints(TrainConfig), field_help()
-    for f in dataclasses.fields(TrainConfig):
-        hint = hints[f.name]
+    docs = TrainConfig.field_help()
+    for name, hint in TrainConfig.field_types().items():
         options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
         base = next(o for o in options if o is not type(None))
-        if f.name == "layers":
+        if name == "layers":
             parse = _parse_layers
             metavar = "NAME,NAME,..."
         elif base is bool:
             parse, metavar = _parse_bool, "{true,false}"
         else:
             parse, metavar = base, base.__name__.upper()
-        if type(None) in options and f.name != "layers":
+        if type(None) in options and name != "layers":
             parse = _parse_optional(parse)
+        default = TrainConfig.default(name)
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
+            "--" + name.replace("_", "-"),
+            dest=name,
             type=parse,
-            default=f.default,
+            default=default,
             metavar=metavar,
-            help=f"{docs.get(f.name, '')} (default: {f.default})",
+            help=f"{docs[name]} (default: {default})",
         )
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    return TrainConfig(**{name: getattr(args, name) for name in TrainConfig.field_names()})
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -123,12 +124,98 @@ def build_parser() -> argparse.ArgumentParser:
     p_quick.add_argument("--quiet", action="store_true", help="no progress bars")
     p_quick.set_defaults(func=_cmd_quickstart)
 
-    # --- report subcommand (smoothviz.report) is registered here ---
-    from smoothviz.report import add_report_parser
-
-    add_report_parser(sub)
-    # --- end of report subcommand ---
+    _add_report_parser(sub)
     return parser
+
+
+def _add_report_parser(sub: Any) -> None:
+    """The ``report`` subcommand (:func:`smoothviz.report.run_report`)."""
+    p = sub.add_parser(
+        "report",
+        help="run the notebooks through papermill into an HTML report",
+        description="Execute notebooks/ with papermill into reports/<run-id>/ (one folder per "
+        "grid point), render them to HTML and write index.html; prints its path.",
+    )
+    p.add_argument(
+        "--preset",
+        default="default",
+        choices=list(PRESETS),
+        help="parameter set to start from (default: default)",
+    )
+    p.add_argument(
+        "-p",
+        "--parameter",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a notebook parameter (repeatable)",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="run every combination of these values (repeatable)",
+    )
+    p.add_argument("--out", default="reports", help="parent folder of the run (default: reports)")
+    p.add_argument("--run-id", default=None, help="name of the run folder (default: time-based)")
+    p.add_argument(
+        "--notebooks",
+        default=None,
+        metavar="NAME,NAME",
+        help=f"run only these notebooks (default: all of {list(NOTEBOOKS)})",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the grid points in parallel on a local Dask cluster of N worker processes",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the grid points on the existing Dask cluster at ADDRESS (tcp://host:8786; "
+        "default: $SMOOTHVIZ_SCHEDULER when set)",
+    )
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Run the report; prints the path of index.html, returns the exit status."""
+    from smoothviz.report import parse_grid, parse_parameters, run_report
+
+    notebooks = [n.strip() for n in args.notebooks.split(",")] if args.notebooks else None
+    result = run_report(
+        args.preset,
+        parse_parameters(args.parameters),
+        parse_grid(args.grid),
+        out_dir=args.out,
+        notebooks=notebooks,
+        run_id=args.run_id,
+        command="python -m smoothviz " + " ".join(sys.argv[1:]),
+        log=None if args.quiet else sys.stderr,
+        workers=args.workers,
+        scheduler=args.scheduler,
+    )
+    print(result.index)
+    if not result.ok:
+        failed = [
+            f"{p.folder}/{nb.name}"
+            for p in result.points
+            for nb in p.notebooks
+            if nb.status == "failed"
+        ]
+        print(
+            f"smoothviz report: failed notebook(s) {failed}; partial output linked from "
+            f"{result.index}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,9 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
+from smoothviz._validation import check_int
 from smoothviz.config import ConfigError, TrainConfig
+from smoothviz.errors import error_text
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -73,10 +75,7 @@ def resolve(workers: int | None = None, scheduler: str | None = None) -> Cluster
         For ``workers`` that is not an int >= 1, both options at once, or an address that is not
         ``[protocol://]host:port``.
     """
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise ConfigError(f"workers must be None or an int >= 1, got {workers!r}")
+    workers = check_int("workers", workers, low=1, allow_none=True, error=ConfigError)
     if workers is not None and scheduler is not None:
         raise ConfigError(
             "give either workers (a new local cluster) or scheduler (an existing one), not both"
@@ -191,11 +190,6 @@ def as_completed_with_progress(
         for future in as_completed(futures):
             bar.update()
             yield future
-
-
-def error_text(exc: BaseException) -> str:
-    """One line naming an exception, as stored in a report or a sweep row."""
-    return f"{type(exc).__name__}: {exc}".strip()[:2000]
 
 
 # --------------------------------------------------------------------------- trainings

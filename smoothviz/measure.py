@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smoothviz._validation import check_choice, check_int
 from smoothviz.data import ImageData
 from smoothviz.provenance import device_name
 
@@ -28,8 +29,7 @@ def _split(data: ImageData | tuple[torch.Tensor, torch.Tensor], split: str):
         return data
     if not isinstance(data, ImageData):
         raise TypeError(f"data must be an ImageData or an (x, y) tuple, got {type(data).__name__}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    check_choice("split", split, SPLITS)
     return (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
 
 
@@ -82,8 +82,7 @@ def evaluate(
     dict
         ``{"accuracy": fraction correct, "loss": mean cross-entropy}``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, low=1)
     x, y = _split(data, split)
     _check_xy(model, x, y)
     device = _device(model)

@@ -6,71 +6,56 @@ parameter and injects it anyway, so :meth:`NotebookParams.from_notebook` collect
 variable the parameter cells defined and rejects names that are not fields, and values of the wrong
 type, with a :class:`~smoothviz.config.ConfigError` naming the parameter.
 
-The field list, defaults and help texts here are the single source of truth: ``scripts/
-make_notebooks.py`` writes the notebooks' parameter cells from them, ``smoothviz.report`` checks
-command-line parameters against them before any work, and a test checks that
-``papermill.inspect_notebook`` sees exactly these names.
+The field list, defaults (from :mod:`smoothviz.presets`) and help texts here are the single source
+of truth: ``scripts/make_notebooks.py`` writes the notebooks' parameter cells from them,
+``smoothviz.report`` checks command-line parameters against them before any work, and a test checks
+that ``papermill.inspect_notebook`` sees exactly these names. The classes hold parameters and what
+follows from them (the trainings to compare, the data to load); figures and file reads are the
+notebooks' calls into :mod:`smoothviz.analysis` and :mod:`smoothviz.plots`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Self, Union, get_args, get_origin
 
+from smoothviz._validation import is_number
 from smoothviz.compress import METHODS
 from smoothviz.config import ConfigError, TrainConfig
+from smoothviz.presets import DEFAULT_METHODS, DEFAULT_REDUCTIONS, MAIN_JOB
+from smoothviz.validated import Validated, documented
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "NOTEBOOKS",
+    "SLIDER_MAX",
+    "ExploreParams",
+    "NotebookParams",
+    "SmoothnessParams",
+    "SpectraParams",
+    "TradeoffParams",
+    "TrainParams",
+    "check_slider_fraction",
+    "notebook_annotation",
+    "notebook_path",
+    "parameters_source",
+]
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-REPO_ROOT = NOTEBOOK_DIR.parent
-# The default report's compression methods (TradeoffParams.methods); a subset of METHODS.
-DEFAULT_METHODS: tuple[str, ...] = ("svd", "svd_data_aware")
-LAMBDA_SWEEP_RESULTS = REPO_ROOT / "benchmarks" / "results" / "lambda_sweep.csv"
 # Names IPython puts into a kernel's namespace; never notebook parameters.
 _IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+# The explorers' sliders end here: an initial value beyond it could not be shown.
+SLIDER_MAX = 0.95
 
 
 def _help(text: str, **kwargs: Any) -> Any:
     if "=" in text or "#" in text:  # papermill's parameter parser would split the line there
         raise AssertionError(f"help text may not contain '=' or '#': {text!r}")
-    return field(metadata={"help": text}, **kwargs)
-
-
-def _type_ok(value: Any, annotation: Any) -> bool:
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, a) for a in get_args(annotation))
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        item = get_args(annotation)[0]
-        return isinstance(value, (tuple, list)) and all(_type_ok(v, item) for v in value)
-    raise TypeError(f"unsupported parameter annotation {annotation!r}")
-
-
-def type_name(annotation: Any) -> str:
-    """How a field's type reads in a message and in a notebook (``list[float]``, ``int or None``)."""
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return " or ".join(type_name(a) for a in get_args(annotation))
-    if annotation is type(None):
-        return "None"
-    if origin is tuple:
-        return f"list[{type_name(get_args(annotation)[0])}]"
-    return annotation.__name__
+    return documented(text, **kwargs)
 
 
 def notebook_annotation(annotation: Any) -> str:
@@ -94,8 +79,21 @@ def _is_literal(value: Any) -> bool:
     return False
 
 
+def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
+    if not low <= value < high:
+        raise ConfigError(f"notebook parameter {name!r} must be in [{low}, {high}), got {value!r}")
+
+
+def check_slider_fraction(name: str, value: object) -> None:
+    """Raise ConfigError (a ValueError) unless ``value`` is a number an explorer's slider can show."""
+    if not is_number(value) or not 0 <= value <= SLIDER_MAX:
+        raise ConfigError(
+            f"{name} must be a number in [0, {SLIDER_MAX}] (the slider's range), got {value!r}"
+        )
+
+
 @dataclass(frozen=True)
-class NotebookParams:
+class NotebookParams(Validated):
     """Parameters shared by every notebook: the two trainings compared (baseline and smooth).
 
     The baseline is trained without any penalty; the smooth model with the ``first_order``,
@@ -105,36 +103,34 @@ class NotebookParams:
 
     notebook: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    field_label: ClassVar[str] = "notebook parameter {name!r}"
 
-    # The main job's defaults (the report's ``default`` preset; docs/notebooks.md): the model from
-    # benchmarks/results/main_job_model.md; 24,000 images because 30,000 took 314-335 s
-    # (main_job_time_30k_runs.md) and 24,000 265 s (main_job_time.md) with both trainings >= 0.89;
-    # the first-order weight from the main job's own sweep, lambda_sweep_main_job.md: the best
-    # mean accuracy at 70 % fewer parameters over the report's default methods among weights
-    # costing <= 0.5 pp uncompressed.
-    dataset: str = _help("fashion-mnist-mini | fashion-mnist | cifar10", default="fashion-mnist")
-    model: str = _help("cnn | resnet18 | mlp | torchvision:<arch>", default="resnet18")
-    width: int | None = _help("base width of the model (None: the model's default)", default=8)
-    epochs: int = _help("training epochs of each model", default=4)
-    train_subset: int | None = _help("train on this many images (None: all)", default=24000)
+    # The main job's defaults (the report's ``default`` preset): smoothviz.presets.MAIN_JOB says
+    # which measurement chose each.
+    dataset: str = _help(
+        "fashion-mnist-mini | fashion-mnist | cifar10", default=MAIN_JOB["dataset"]
+    )
+    model: str = _help("cnn | resnet18 | mlp | torchvision:<arch>", default=MAIN_JOB["model"])
+    width: int | None = _help(
+        "base width of the model (None: the model's default)", default=MAIN_JOB["width"]
+    )
+    epochs: int = _help("training epochs of each model", default=MAIN_JOB["epochs"])
+    train_subset: int | None = _help(
+        "train on this many images (None: all)", default=MAIN_JOB["train_subset"]
+    )
     eval_subset: int | None = _help("evaluate on this many test images (None: all)", default=None)
-    first_order: float = _help("smooth training: first-order smoothness weight", default=0.01)
+    first_order: float = _help(
+        "smooth training: first-order smoothness weight", default=MAIN_JOB["first_order"]
+    )
     second_order: float = _help("smooth training: second-order smoothness weight", default=0.0)
     nuclear: float = _help("smooth training: nuclear-norm weight", default=0.0)
     seed: int = _help("seed of the training runs and of the subsets", default=0)
     device: str = _help("auto | cpu | cuda | mps | cuda:N", default="auto")
 
-    def __post_init__(self) -> None:
-        hints = get_type_hints(type(self))
+    def validate(self) -> None:
+        """The checks every notebook shares; subclasses call it first, then check their own."""
         for f in fields(self):
             value = getattr(self, f.name)
-            if not _type_ok(value, hints[f.name]):
-                raise ConfigError(
-                    f"notebook parameter {f.name!r} must be {type_name(hints[f.name])}, "
-                    f"got {value!r} ({type(value).__name__})"
-                )
-            if isinstance(value, list):  # store hashable tuples
-                object.__setattr__(self, f.name, tuple(value))
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"notebook parameter {f.name!r} must be finite, got {value!r}")
         if self.eval_subset is not None and self.eval_subset < 1:
@@ -147,38 +143,14 @@ class NotebookParams:
                 "one must be > 0, or the smooth training equals the baseline"
             )
         self.training_configs()  # TrainConfig's validation names any bad training field
-        self.validate()
-
-    def validate(self) -> None:
-        """Checks of a notebook's own fields (overridden by subclasses)."""
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+    def unknown_words(cls, unknown: list[str]) -> str:
+        return f"unknown notebook parameter(s) {unknown} for {cls.notebook or cls.__name__}"
 
     @classmethod
-    def default(cls, name: str) -> Any:
-        """The default value of parameter ``name`` (a list-valued one as a tuple)."""
-        for f in fields(cls):
-            if f.name == name:
-                return f.default
-        raise ConfigError(f"unknown notebook parameter {name!r}; allowed: {cls.field_names()}")
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> NotebookParams:
-        """Build from ``{name: value}``; unknown names raise ConfigError naming them."""
-        known = cls.field_names()
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"unknown notebook parameter(s) {unknown} for {cls.notebook or cls.__name__}; "
-                f"allowed: {known}"
-            )
-        return cls(**values)
-
-    @classmethod
-    def from_notebook(cls, namespace: Mapping[str, Any]) -> NotebookParams:
+    def from_notebook(cls, namespace: Mapping[str, Any]) -> Self:
         """Validate the parameters a notebook's parameter cells defined (pass ``globals()``).
 
         Every public variable holding a literal (number, string, bool, None, list) is taken as a
@@ -190,10 +162,6 @@ class NotebookParams:
             if not name.startswith("_") and name not in _IPYTHON_NAMES and _is_literal(value)
         }
         return cls.from_dict(values)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     # ----------------------------------------------------------------- what the notebooks use
     def training_configs(self) -> dict[str, TrainConfig]:
@@ -235,27 +203,6 @@ class NotebookParams:
         return data
 
 
-# The explorers' sliders end here: an initial value beyond it could not be shown.
-SLIDER_MAX = 0.95
-
-
-def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
-    if not low <= value < high:
-        raise ConfigError(f"notebook parameter {name!r} must be in [{low}, {high}), got {value!r}")
-
-
-def check_slider_fraction(name: str, value: object) -> None:
-    """Raise ConfigError (a ValueError) unless ``value`` is a number an explorer's slider can show."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value <= SLIDER_MAX
-    ):
-        raise ConfigError(
-            f"{name} must be a number in [0, {SLIDER_MAX}] (the slider's range), got {value!r}"
-        )
-
-
 @dataclass(frozen=True)
 class TrainParams(NotebookParams):
     """Notebook 1: train the baseline and the smooth model, and show their training curves."""
@@ -285,6 +232,7 @@ class SmoothnessParams(NotebookParams):
         return [name for name, _ in select_layers(model)][: self.max_layers]
 
     def validate(self) -> None:
+        super().validate()
         if self.max_layers < 1:
             raise ConfigError(
                 f"notebook parameter 'max_layers' must be >= 1, got {self.max_layers!r}"
@@ -305,6 +253,7 @@ class SpectraParams(NotebookParams):
     )
 
     def validate(self) -> None:
+        super().validate()
         _check_fraction("param_reduction", self.param_reduction)
 
 
@@ -315,20 +264,13 @@ class TradeoffParams(NotebookParams):
     notebook: ClassVar[str] = "04_tradeoff"
     title: ClassVar[str] = "Accuracy vs compression"
 
-    # The main job must fit its 5 minutes (benchmarks/results/main_job_time.md): its two trainings
-    # take about 170 s of it and this notebook 58 s for 2 methods x 2 targets x 2 trainings (two
-    # passes over the 10,000 test images per cell, plain and after BN re-estimation). Earlier
-    # runs of that script, whose result files were not kept: four methods at 50/70/85 % took
-    # 368 s, svd/svd_data_aware/interpolative at 70/85 % 306 s, with svd_data_aware the best
-    # method of both trainings at both targets. So the default runs the paper's weight-only SVD
-    # and the data-aware SVD at 70 and 85 %; the full preset runs every method at five targets.
+    # The defaults fit the main job's 5 minutes (smoothviz.presets says how they were measured).
     methods: tuple[str, ...] | None = _help(
         "compression methods (None: every method in smoothviz.compress.METHODS)",
         default=DEFAULT_METHODS,
     )
-    # 70 % is the smooth-training paper's headline target; 85 % is where the methods part ways.
     reductions: tuple[float, ...] = _help(
-        "target parameter reductions, each in [0, 1)", default=(0.7, 0.85)
+        "target parameter reductions, each in [0, 1)", default=DEFAULT_REDUCTIONS
     )
     bn_reestimate: bool = _help(
         "also report accuracy after BatchNorm re-estimation (its own columns)", default=True
@@ -339,6 +281,7 @@ class TradeoffParams(NotebookParams):
     )
 
     def validate(self) -> None:
+        super().validate()
         if self.methods is not None:
             bad = [m for m in self.methods if m not in METHODS]
             if bad or not self.methods:
@@ -356,33 +299,6 @@ class TradeoffParams(NotebookParams):
         """The methods to run: ``methods``, or every method smoothviz has when it is None."""
         return list(METHODS) if self.methods is None else list(self.methods)
 
-    def lambda_sweep_figure(self, target: float = 0.7):
-        """The regulariser-weight sweep's figure when ``show_lambda_sweep`` is on, else None.
-
-        Reads the committed results of ``benchmarks/lambda_sweep.py`` (they are measurements of
-        the benchmark model, not of this run's trainings).
-        """
-        if not self.show_lambda_sweep:
-            return None
-        import pandas as pd
-
-        from smoothviz.plots import lambda_sweep_grid
-
-        if not LAMBDA_SWEEP_RESULTS.is_file():
-            raise ConfigError(
-                f"notebook parameter 'show_lambda_sweep': {LAMBDA_SWEEP_RESULTS} is missing; run "
-                "benchmarks/lambda_sweep.py or set show_lambda_sweep to False"
-            )
-        fig = lambda_sweep_grid(pd.read_csv(LAMBDA_SWEEP_RESULTS), target=target)
-        summary = LAMBDA_SWEEP_RESULTS.with_suffix(".json")
-        missing = json.loads(summary.read_text()).get("missing") if summary.is_file() else None
-        if missing:  # a stopped sweep: say so on the figure, not only in lambda_sweep.md
-            fig.suptitle(
-                f"{fig.get_suptitle()}\nPARTIAL sweep: {len(missing)} grid points not measured "
-                f"({', '.join(sorted({m['regulariser'] for m in missing}))}; see lambda_sweep.md)"
-            )
-        return fig
-
 
 @dataclass(frozen=True)
 class ExploreParams(NotebookParams):
@@ -396,6 +312,7 @@ class ExploreParams(NotebookParams):
     drag_subset: int = _help("test images evaluated while a slider moves", default=500)
 
     def validate(self) -> None:
+        super().validate()
         check_slider_fraction("param_reduction", self.param_reduction)
         check_slider_fraction("prune_ratio", self.prune_ratio)
         if self.drag_subset < 1:
@@ -417,13 +334,14 @@ def notebook_path(name: str) -> Path:
 
 def parameters_source(cls: type[NotebookParams]) -> str:
     """The text of a notebook's ``parameters`` cell: annotated literals with a help comment each."""
-    hints = get_type_hints(cls)
+    types_ = cls.field_types()
+    helps = cls.field_help()
     lines = []
     for f in fields(cls):
         value = f.default
         if isinstance(value, tuple):
             value = list(value)
         lines.append(
-            f"{f.name}: {notebook_annotation(hints[f.name])} = {value!r}  # {f.metadata['help']}"
+            f"{f.name}: {notebook_annotation(types_[f.name])} = {value!r}  # {helps[f.name]}"
         )
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 
+from smoothviz._validation import is_number
 from smoothviz.layers import matrix_view
 
 Y_LABELS = {
@@ -323,9 +324,7 @@ def _extend_legend(ax: Axes, lines: Sequence[Any], **kwargs: Any) -> None:
 
 
 def _check_chance(chance: float | None) -> None:
-    if chance is not None and (
-        isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1
-    ):
+    if chance is not None and not (is_number(chance) and 0 <= chance <= 1):
         raise ValueError(f"chance must be None or an accuracy in [0, 1], got {chance!r}")
 
 
@@ -533,8 +532,19 @@ def plot_lambda_sweep(
     return ax
 
 
-def lambda_sweep_grid(sweep: pd.DataFrame, *, target: float = 0.7, size: float = 3.3) -> Figure:
-    """One :func:`plot_lambda_sweep` panel per compression method, side by side; the Figure."""
+def lambda_sweep_grid(
+    sweep: pd.DataFrame,
+    *,
+    target: float = 0.7,
+    size: float = 3.3,
+    missing: Sequence[Mapping[str, Any]] | None = None,
+) -> Figure:
+    """One :func:`plot_lambda_sweep` panel per compression method, side by side; the Figure.
+
+    ``missing``: the grid points a stopped sweep did not measure (dicts with a ``regulariser``
+    key, as :func:`smoothviz.analysis.load_lambda_sweep` returns them); when there are any, the
+    title says the sweep is partial.
+    """
     _require_columns(sweep, ["method"], "lambda_sweep_grid")
     methods = list(dict.fromkeys(sweep["method"]))
     fig, axes = plt.subplots(
@@ -549,7 +559,13 @@ def lambda_sweep_grid(sweep: pd.DataFrame, *, target: float = 0.7, size: float =
         plot_lambda_sweep(sweep, method, target=target, ax=ax)
         if ax is not axes[0][0] and ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.suptitle(f"Test accuracy at {target:.0%} fewer parameters vs regulariser weight")
+    title = f"Test accuracy at {target:.0%} fewer parameters vs regulariser weight"
+    if missing:  # a stopped sweep: say so on the figure, not only in lambda_sweep.md
+        title += (
+            f"\nPARTIAL sweep: {len(missing)} grid points not measured "
+            f"({', '.join(sorted({m['regulariser'] for m in missing}))}; see lambda_sweep.md)"
+        )
+    fig.suptitle(title)
     return fig
 
 

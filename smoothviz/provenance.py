@@ -1,4 +1,10 @@
-"""What produced a number: device, driver, versions, git SHA, date. Stored next to every result."""
+"""What produced a number: device, driver, versions, git SHA, date. Stored next to every result.
+
+The one place smoothviz asks which versions, which machine and what time it is:
+:func:`environment_info` (device, driver, torch, Python, platform, git SHA, date),
+:func:`package_versions` (the installed versions of the packages a report depends on) and
+:func:`utc_now` (the UTC timestamps of results, reports and run ids).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,25 @@ import datetime as _dt
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# What a report records the versions of (its landing page's "Produced by" table).
+REPORT_PACKAGES = (
+    "smoothviz",
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "papermill",
+    "nbconvert",
+    "ipywidgets",
+)
 
 
 # A copy of the tree sent elsewhere (e.g. to a remote GPU machine) may carry no .git folder, or a
@@ -73,7 +93,7 @@ def environment_info(device: str | torch.device = "cpu") -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_sha": git_sha(),
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": utc_now(),
     }
     try:
         import torchvision
@@ -93,3 +113,21 @@ def environment_info(device: str | torch.device = "cpu") -> dict[str, str]:
         except (OSError, subprocess.SubprocessError):
             info["driver"] = "unknown"
     return info
+
+
+def utc_now(fmt: str = ISO_FORMAT) -> str:
+    """The current UTC time formatted with ``fmt`` (default ``2026-01-31T12:00:00Z``)."""
+    return _dt.datetime.now(_dt.UTC).strftime(fmt)
+
+
+def package_versions(packages: Sequence[str] = REPORT_PACKAGES) -> dict[str, str]:
+    """``{package: installed version}``, ``"not installed"`` for a missing one."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

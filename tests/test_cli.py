@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from smoothviz.cli import main
-from smoothviz.config import TrainConfig, field_help
+from smoothviz.config import TrainConfig
 
 
 def test_every_config_field_is_a_documented_train_option(capsys):
@@ -13,8 +13,8 @@ def test_every_config_field_is_a_documented_train_option(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     out = capsys.readouterr().out
-    docs = field_help()
-    for name in TrainConfig.__dataclass_fields__:
+    docs = TrainConfig.field_help()
+    for name in TrainConfig.field_names():
         assert "--" + name.replace("_", "-") in out, name
         assert docs.get(name), f"{name} has no help text"
 

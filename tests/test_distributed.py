@@ -88,7 +88,7 @@ def test_a_grid_on_two_workers_gives_the_serial_runs_results(grid_runs):
     for point in serial.points:
         if point.status != "ok":
             continue
-        for cfg in report._point_trainings(point):
+        for cfg in point.training_configs():
             a, b = serial_cache[cache_key(cfg)], dask_cache[cache_key(cfg)]
             assert a["weights_sha256"] == b["weights_sha256"], point.folder
             assert [r["test_acc"] for r in a["history"]] == [r["test_acc"] for r in b["history"]]

@@ -13,10 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from smoothviz.config import ConfigError  # noqa: E402
+from smoothviz.analysis import LAMBDA_SWEEP_RESULTS, load_lambda_sweep  # noqa: E402
 from smoothviz.models import build_model  # noqa: E402
-from smoothviz.notebook_params import LAMBDA_SWEEP_RESULTS, TradeoffParams, TrainParams  # noqa: E402
-from smoothviz.report import PRESETS  # noqa: E402
+from smoothviz.notebook_params import TradeoffParams, TrainParams  # noqa: E402
+from smoothviz.plots import lambda_sweep_grid  # noqa: E402
+from smoothviz.presets import BENCHMARK_MODEL, MAIN_JOB, PRESETS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -28,6 +29,7 @@ def _sweep():
 def test_full_preset_is_the_benchmark_model_with_the_weight_the_sweep_chose():
     sweep = _sweep()
     full = PRESETS["full"]
+    assert sweep["benchmark_model"] == BENCHMARK_MODEL
     for name, value in sweep["benchmark_model"].items():
         assert full[name] == value, name
     assert full["first_order"] == sweep["chosen"]["first_order"]["weight"]
@@ -42,6 +44,8 @@ def test_main_job_weight_is_the_one_its_own_sweep_chose_and_both_trainings_reach
         assert getattr(configs["baseline"], name) == value, name
     assert TrainParams().first_order == sweep["chosen"]["first_order"]["weight"]
     assert not sweep["chosen"]["first_order"]["fallback"]
+    # The notebooks' defaults are the main job's, field by field.
+    assert {name: getattr(TrainParams(), name) for name in MAIN_JOB} == MAIN_JOB
     hashes = sweep["config_hashes"]
     assert hashes["baseline=0"] == configs["baseline"].config_hash()
     assert hashes[f"first_order={TrainParams().first_order:g}"] == configs["smooth"].config_hash()
@@ -52,16 +56,16 @@ def test_main_job_weight_is_the_one_its_own_sweep_chose_and_both_trainings_reach
     assert uncompressed[("first_order", TrainParams().first_order)] >= 0.89
 
 
-def test_lambda_sweep_figure_only_when_asked(monkeypatch):
-    assert TradeoffParams().lambda_sweep_figure() is None
-    fig = TradeoffParams(show_lambda_sweep=True).lambda_sweep_figure()
+def test_the_committed_lambda_sweep_draws_one_log_panel_per_method(tmp_path):
+    assert LAMBDA_SWEEP_RESULTS == RESULTS / "lambda_sweep.csv"
+    rows, missing = load_lambda_sweep()
+    fig = lambda_sweep_grid(rows, missing=missing)
     assert len(fig.axes) >= 4 and all(ax.get_xscale() == "log" for ax in fig.axes)
     plt.close(fig)
-    monkeypatch.setattr(
-        "smoothviz.notebook_params.LAMBDA_SWEEP_RESULTS", LAMBDA_SWEEP_RESULTS.with_name("nope.csv")
-    )
-    with pytest.raises(ConfigError, match="show_lambda_sweep"):
-        TradeoffParams(show_lambda_sweep=True).lambda_sweep_figure()
+    with pytest.raises(FileNotFoundError, match="show_lambda_sweep"):
+        load_lambda_sweep(tmp_path / "nope.csv")
+    # The trade-off notebook draws it only when asked (the full preset asks).
+    assert TradeoffParams().show_lambda_sweep is False
 
 
 def test_a_partial_sweep_says_so_and_chooses_only_among_measured_weights():
@@ -83,7 +87,9 @@ def test_a_partial_sweep_says_so_and_chooses_only_among_measured_weights():
         assert "PARTIAL" in markdown.splitlines()[0]
         for m in sweep["missing"]:
             assert f"- {m['regulariser']} {m['weight']:g}: " in markdown
-        fig = TradeoffParams(show_lambda_sweep=True).lambda_sweep_figure()
+        rows, missing = load_lambda_sweep()
+        assert missing == sweep["missing"]
+        fig = lambda_sweep_grid(rows, missing=missing)
         assert "PARTIAL" in fig.get_suptitle()
         plt.close(fig)
 
@@ -108,7 +114,7 @@ def test_the_readme_states_the_main_jobs_measured_numbers():
 
 def test_the_default_methods_are_measured_ones_and_the_full_preset_runs_every_method():
     from smoothviz.compress import METHODS
-    from smoothviz.notebook_params import DEFAULT_METHODS
+    from smoothviz.presets import DEFAULT_METHODS
     from smoothviz.report import plan
 
     assert set(DEFAULT_METHODS) <= set(METHODS) and len(set(DEFAULT_METHODS)) == len(

@@ -174,12 +174,12 @@ def test_report_json_and_landing_page_carry_the_headline_of_the_points_results(t
     points = report.plan("default", {"dataset": "fashion-mnist-mini", "train_subset": None})
     (tmp_path / points[0].folder).mkdir()
     index = tmp_path / "index.html"
-    report._write_index(index, _meta(), points, "running")  # before the trade-off notebook
+    report.write_index(index, _meta(), points, "running")  # before the trade-off notebook
     assert json.loads((tmp_path / "report.json").read_text())["headline"] == []
     assert "not measured yet" in index.read_text()
     results = _sweep_rows()
     save_results(results, mini_data, tmp_path / points[0].folder / "tradeoff.csv")
-    report._write_index(index, _meta(), points, "succeeded")
+    report.write_index(index, _meta(), points, "succeeded")
     record = json.loads((tmp_path / "report.json").read_text())
     assert len(record["headline"]) == len(results)
     first = record["headline"][0]
@@ -214,7 +214,7 @@ def test_an_unreadable_results_file_is_reported_on_the_page_not_fatal(tmp_path):
     points = report.plan("default", {"dataset": "fashion-mnist-mini", "train_subset": None})
     (tmp_path / points[0].folder).mkdir()
     (tmp_path / points[0].folder / "tradeoff.csv").write_text("training,method\nx,y\n")
-    report._write_index(tmp_path / "index.html", _meta(), points, "failed")
+    report.write_index(tmp_path / "index.html", _meta(), points, "failed")
     assert "headline unavailable" in (tmp_path / "index.html").read_text()
 
 
@@ -264,3 +264,46 @@ def test_kernels_start_without_the_unencrypted_tcp_warning_and_errors_still_show
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert "real error" in executed.cells[0].outputs[0]["text"]
     del papermill
+
+
+def test_each_grid_point_carries_its_validated_parameters_and_report_json_leaves_them_out(
+    tmp_path,
+):
+    import json
+
+    from smoothviz.notebook_params import NOTEBOOKS
+
+    points = report.plan("default", {"epochs": 1}, {"width": [8, 16]})
+    for point in points:
+        for nb in point.notebooks:
+            assert type(nb.config) is NOTEBOOKS[nb.name]
+            assert nb.config == NOTEBOOKS[nb.name].from_dict(nb.parameters)
+        # every notebook of a point trains the same two models
+        assert [c.width for c in point.training_configs()] == [point.parameters["width"]] * 2
+    (tmp_path / points[0].folder).mkdir()
+    report.write_index(tmp_path / "index.html", _meta(), points, "running")
+    record = json.loads((tmp_path / "report.json").read_text())
+    notebook = record["points"][0]["notebooks"][0]
+    assert list(notebook) == [
+        "name",
+        "title",
+        "parameters",
+        "status",
+        "seconds",
+        "error",
+        "ipynb",
+        "html",
+        "figure",
+    ]
+    assert notebook["parameters"] == {"epochs": 1, "width": 8}
+
+
+def test_error_text_names_the_notebooks_own_exception_on_one_clean_line():
+    from smoothviz.errors import error_text
+
+    class PapermillLike(Exception):
+        ename, evalue = "ValueError", "\x1b[0;31mbad width\x1b[0m"
+
+    assert error_text(PapermillLike("wrapper text")) == "ValueError: bad width"
+    assert error_text(KeyError("x")) == "KeyError: 'x'"
+    assert len(error_text(RuntimeError("y" * 5000))) == 2000
