@@ -19,6 +19,9 @@ Module map:
 - ``live_figure.py``: :class:`LiveFigure`, a figure laid out and rendered once whose changing
   artists (bars, the rank marker, the title) are redrawn in place into an ``Image`` widget.
 
+The figures are drawn by :mod:`smoothviz.plots` helpers (``plot_spectrum``, ``plot_kept_ranks``,
+``plot_kept_weights``); an explorer only updates, in place, the artists that change.
+
 An exception in a callback is shown in the widget's status line instead of being lost in the kernel
 log. Every callback can be driven from plain Python by setting a widget's ``.value``; with
 ``settle_seconds=None`` the full evaluation then runs synchronously, which is what the tests do

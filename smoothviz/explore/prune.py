@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as W
+import pandas as pd
 import torch
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
@@ -24,6 +25,7 @@ from smoothviz.explore.incremental import IncrementalEvaluator
 from smoothviz.layers import select_layers
 from smoothviz.measure import count_params
 from smoothviz.notebook_params import SLIDER_MAX, check_slider_fraction
+from smoothviz.plots import plot_kept_weights
 
 PRUNE_METHODS = {
     "magnitude (unstructured, global)": "prune_magnitude",
@@ -137,24 +139,26 @@ class PruneExplorer(Explorer):
     def _draw_figure(self, fig: Figure) -> dict[str, Any]:
         """Per layer, the fraction of weights that the pruned model keeps."""
         ax = fig.subplots()
-        names = self._layer_names
-        bars = ax.bar(range(len(names)), [1.0] * len(names), color="C1")
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("kept weights / original")
-        title = ax.set_title(" ")
-        return {"bars": bars, "title": title}
+        kept = pd.DataFrame({"layer": self._layer_names, "kept_fraction": self._kept_fractions()})
+        plot_kept_weights(kept, ax=ax)
+        return {"bars": ax.containers[-1], "title": ax.set_title(" ")}
+
+    def _kept_fractions(self) -> list[float]:
+        """Per layer, the non-zero weights of the pruned model over the weights of the model."""
+        pruned = self.compressed_model()
+        return [
+            int(torch.count_nonzero(pruned.get_submodule(name).weight))
+            / self.model.get_submodule(name).weight.numel()
+            for name in self._layer_names
+        ]
 
     @staticmethod
     def _artist_list(artists: Any) -> list[Artist]:
         return [*artists["bars"], artists["title"]]
 
     def _refresh(self, artists: dict[str, Any]) -> None:
-        pruned = self.compressed_model()
-        for bar, name in zip(artists["bars"], self._layer_names, strict=True):
-            before = self.model.get_submodule(name).weight.numel()
-            after = int(torch.count_nonzero(pruned.get_submodule(name).weight))
-            bar.set_height(after / before)
+        for bar, fraction in zip(artists["bars"], self._kept_fractions(), strict=True):
+            bar.set_height(fraction)
         title = f"{self.method.value} at {100 * self.ratio.value:.0f} %"
         if self.last.get("test_acc") is not None:
             title += (

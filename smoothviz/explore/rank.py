@@ -32,7 +32,7 @@ from smoothviz.data import ImageData
 from smoothviz.explore.base import Explorer
 from smoothviz.explore.incremental import IncrementalEvaluator
 from smoothviz.notebook_params import SLIDER_MAX, check_slider_fraction
-from smoothviz.plots import plot_spectra
+from smoothviz.plots import DENSE_COLOR, FACTORIZED_COLOR, plot_kept_ranks, plot_spectrum
 
 ALLOCATIONS = {
     "svd · global σ² threshold": "global",
@@ -262,26 +262,31 @@ class RankExplorer(Explorer):
 
     def _draw_figure(self, fig: Figure) -> dict[str, Any]:
         """The chosen layer's spectrum with its rank marked, and every layer's kept rank."""
-        factors, ranks = self.factors, self.ranks
         layer = self.layer_select.value
-        s = factors[layer].s.double()
-        spectrum = pd.DataFrame(
-            {
-                "layer": layer,
-                "index": np.arange(1, len(s) + 1),
-                "sigma_normalized": (s / s[0].clamp_min(1e-300)).numpy(),
-            }
-        )
         ax1, ax2 = fig.subplots(1, 2)
-        plot_spectra(spectrum, layer, ranks={layer: ranks[layer]}, ax=ax1)
-        names = list(ranks)
-        bars = ax2.bar(range(len(names)), [1.0] * len(names), color="C0")
-        ax2.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
-        ax2.set_ylim(0, 1)
-        ax2.set_ylabel("rank / full rank")
-        ax2.set_title("kept rank (grey: left dense)")
-        title = fig.suptitle(" ")
-        return {"line": ax1.lines[-1], "label": ax1.texts[-1], "bars": bars, "title": title}
+        plot_spectrum(self.factors[layer].s, layer, rank=self.ranks[layer], ax=ax1)
+        plot_kept_ranks(self._rank_frame(), ax=ax2)
+        return {
+            "line": ax1.lines[-1],  # the rank marker and its label
+            "label": ax1.texts[-1],
+            "bars": ax2.containers[-1],
+            "title": fig.suptitle(" "),  # the measurement, in words
+        }
+
+    def _rank_frame(self) -> pd.DataFrame:
+        """The current ranks as :func:`~smoothviz.analysis.chosen_ranks` names them."""
+        factors = self.factors
+        return pd.DataFrame(
+            [
+                {
+                    "layer": name,
+                    "rank": rank,
+                    "full_rank": factors[name].max_rank,
+                    "factorized": _factorized(factors[name], rank),
+                }
+                for name, rank in self.ranks.items()
+            ]
+        )
 
     @staticmethod
     def _artist_list(artists: Any) -> list[Artist]:
@@ -296,7 +301,7 @@ class RankExplorer(Explorer):
         for bar, (name, r) in zip(artists["bars"], ranks.items(), strict=True):
             f = factors[name]
             bar.set_height(r / f.max_rank)
-            bar.set_color("C0" if _factorized(f, r) else "0.6")
+            bar.set_color(FACTORIZED_COLOR if _factorized(f, r) else DENSE_COLOR)
         text = f"{self.model_select.value}: measuring…"
         if self.last.get("test_acc") is not None:
             text = (

@@ -5,15 +5,22 @@ subplots, seaborn and the widgets. :func:`spectra_grid` and :func:`weights_grid`
 helpers: one Axes per layer, each drawn by :func:`plot_spectra` / :func:`plot_weights`;
 :func:`tradeoff_grid` and :func:`lambda_sweep_grid` draw one panel per compression method.
 
-Module map: ``layers.py`` (per-layer pictures of a model: weights, spectra, roughness),
-``results.py`` (accuracy against parameter reduction, the regulariser-weight sweep, training
-histories), ``common.py`` (column labels and checks).
+Module map: ``layers.py`` (per-layer pictures of a model: weights, spectra, roughness, and what
+the explorers draw: one spectrum with its rank, kept ranks, kept weights), ``results.py`` (accuracy
+against parameter reduction, the regulariser-weight sweep, training histories), ``common.py``
+(column labels and checks).
 """
 
 from smoothviz.plots.common import Y_LABELS
 from smoothviz.plots.layers import (
+    DENSE_COLOR,
+    FACTORIZED_COLOR,
+    PRUNED_COLOR,
+    plot_kept_ranks,
+    plot_kept_weights,
     plot_smoothness,
     plot_spectra,
+    plot_spectrum,
     plot_weights,
     spectra_grid,
     weights_grid,
@@ -27,12 +34,18 @@ from smoothviz.plots.results import (
 )
 
 __all__ = [
+    "DENSE_COLOR",
+    "FACTORIZED_COLOR",
+    "PRUNED_COLOR",
     "Y_LABELS",
     "lambda_sweep_grid",
     "plot_history",
+    "plot_kept_ranks",
+    "plot_kept_weights",
     "plot_lambda_sweep",
     "plot_smoothness",
     "plot_spectra",
+    "plot_spectrum",
     "plot_tradeoff",
     "plot_weights",
     "spectra_grid",

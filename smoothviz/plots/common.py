@@ -1,4 +1,4 @@
-"""What every plot helper shares: the tidy columns' labels, the ``ax=None`` contract, column checks."""
+"""Shared by the plot helpers: labels of the tidy columns, ``ax=None``, column checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Per-layer pictures of a model: weights, singular-value spectra, roughness."""
+"""Per-layer pictures of a model: weights, singular-value spectra, roughness, kept ranks and weights.
+
+:func:`plot_spectrum`, :func:`plot_kept_ranks` and :func:`plot_kept_weights` are what the explorers
+(:mod:`smoothviz.explore`) draw; they update the bars and the rank marker in place afterwards.
+"""
 
 from __future__ import annotations
 
@@ -234,4 +238,120 @@ def plot_smoothness(
     ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1)
     ax.set_ylabel(f"order-{order} roughness (1 = white noise)")
     ax.tick_params(axis="x", labelrotation=45)
+    return ax
+
+
+# Bar colours of plot_kept_ranks and plot_kept_weights (an explorer recolours its bars in place).
+FACTORIZED_COLOR = "C0"  # a layer cut to its rank
+DENSE_COLOR = "0.6"  # a layer left dense: at that rank a factorisation saves nothing
+PRUNED_COLOR = "C1"
+
+
+def plot_spectrum(
+    sigma: torch.Tensor | Sequence[float],
+    layer: str = "",
+    *,
+    rank: int | None = None,
+    ax: Axes | None = None,
+    **style: Any,
+) -> Axes:
+    """One layer's singular values ``σ_i / σ_1`` (log scale), the chosen rank marked.
+
+    The form of :func:`plot_spectra` for singular values at hand (e.g. cached factors' ``s``)
+    rather than a :func:`smoothviz.analysis.singular_spectra` frame.
+
+    Parameters
+    ----------
+    sigma
+        The singular values, largest first.
+    layer
+        The layer's name (the panel's title).
+    rank
+        The rank to mark with a dashed line and its value; ``None``: no mark.
+    **style
+        Passed to :meth:`matplotlib.axes.Axes.plot`.
+    """
+    if isinstance(sigma, torch.Tensor):
+        s = sigma.detach().to("cpu", torch.float64)
+    else:
+        s = torch.tensor(np.asarray(sigma, dtype=np.float64))
+    if s.ndim != 1 or len(s) == 0:
+        raise ValueError(
+            f"plot_spectrum: sigma must be a non-empty 1-d sequence, got shape {tuple(s.shape)}"
+        )
+    spectrum = pd.DataFrame(
+        {
+            "layer": layer,
+            "index": np.arange(1, len(s) + 1),
+            "sigma_normalized": (s / s[0].clamp_min(1e-300)).numpy(),
+        }
+    )
+    ranks = None if rank is None else {layer: rank}
+    return plot_spectra(spectrum, layer, ranks=ranks, ax=ax, **style)
+
+
+def _layer_bars(ax: Axes, layers: Sequence[str], heights: Sequence[float], color: Any) -> None:
+    """One bar per layer on a [0, 1] axis, the layer names slanted below."""
+    positions = range(len(layers))
+    ax.bar(positions, list(heights), color=color)
+    ax.set_xticks(positions, list(layers), rotation=45, ha="right", fontsize="small")
+    ax.set_ylim(0, 1)
+
+
+def plot_kept_ranks(ranks: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
+    """Per layer, the kept rank as a fraction of the full rank; grey where the layer stays dense.
+
+    Parameters
+    ----------
+    ranks
+        One row per layer: ``layer``, ``rank``, ``full_rank`` and, optionally, ``factorized``
+        (False: the layer stays dense), e.g. one training's rows of
+        :func:`smoothviz.analysis.chosen_ranks`.
+
+    Returns
+    -------
+    Axes
+        The Axes drawn into; its last container holds the bars, one per row in order.
+    """
+    require_columns(ranks, ["layer", "rank", "full_rank"], "plot_kept_ranks")
+    if "training" in ranks.columns and ranks["training"].nunique() > 1:
+        raise ValueError(
+            f"plot_kept_ranks: the frame holds trainings {list(ranks['training'].unique())}; "
+            "pass the rows of one"
+        )
+    factorized = ranks["factorized"] if "factorized" in ranks.columns else [True] * len(ranks)
+    ax = axes_or_new(ax)
+    _layer_bars(
+        ax,
+        ranks["layer"],
+        ranks["rank"] / ranks["full_rank"],
+        [FACTORIZED_COLOR if f else DENSE_COLOR for f in factorized],
+    )
+    ax.set_ylabel("rank / full rank")
+    ax.set_title("kept rank (grey: left dense)")
+    return ax
+
+
+def plot_kept_weights(
+    kept: pd.DataFrame, *, ax: Axes | None = None, color: Any = PRUNED_COLOR
+) -> Axes:
+    """Per layer, the fraction of its weights that a pruned model keeps.
+
+    Parameters
+    ----------
+    kept
+        One row per layer: ``layer`` and ``kept_fraction`` (non-zero weights after pruning over
+        weights before, in [0, 1]).
+    color
+        The bars' colour.
+
+    Returns
+    -------
+    Axes
+        The Axes drawn into; its last container holds the bars, one per row in order.
+    """
+    require_columns(kept, ["layer", "kept_fraction"], "plot_kept_weights")
+    ax = axes_or_new(ax)
+    _layer_bars(ax, kept["layer"], kept["kept_fraction"], color)
+    ax.set_ylabel("kept weights / original")
     return ax
