@@ -2,5 +2,6 @@
 :mod:`smoothviz.explore.incremental`."""
 
 from smoothviz.explore.incremental import IncrementalEvaluator
+from smoothviz.explore.input_set import CacheInfo
 
-__all__ = ["IncrementalEvaluator"]
+__all__ = ["CacheInfo", "IncrementalEvaluator"]

@@ -14,6 +14,8 @@ Module map:
 - ``incremental.py``: :class:`IncrementalEvaluator`, one working copy per model whose layers are
   swapped in place, with BatchNorm folded into the convolutions, the test images kept on the
   model's device in its memory format, and the activations before the first changed layer reused.
+- ``input_set.py``: one input set of the evaluator and :class:`CacheInfo`, what the evaluator kept
+  and did for it (the tests read it).
 - ``module_tools.py``: what the evaluator does to single modules and graph nodes (BatchNorm
   folding, in-place detection, module equality).
 - ``live_figure.py``: :class:`LiveFigure`, a figure laid out and rendered once whose changing
@@ -43,6 +45,7 @@ _LAZY = {
     "PruneExplorer": "smoothviz.explore.prune",
     "PRUNE_METHODS": "smoothviz.explore.prune",
     "IncrementalEvaluator": "smoothviz.explore.incremental",
+    "CacheInfo": "smoothviz.explore.input_set",
     "LiveFigure": "smoothviz.explore.live_figure",
 }
 

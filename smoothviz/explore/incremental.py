@@ -31,7 +31,6 @@ import copy
 import itertools
 import operator
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from smoothviz._validation import check_choice, check_int, check_number
+from smoothviz.explore.input_set import CacheInfo, InputSet
 from smoothviz.explore.module_tools import (
     foldable_batchnorm,
     module_device,
@@ -59,19 +59,6 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the dotted ``name`` points inside ``model``."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-@dataclass
-class _InputSet:
-    x: torch.Tensor
-    y: torch.Tensor
-    batches: list[slice]
-    record: set[int] = field(default_factory=set)  # positions whose activations are kept
-    # position -> (prefix versions it was computed under, per batch: the crossing values)
-    cache: dict[int, tuple[tuple[int, ...], list[tuple[Any, ...]]]] = field(default_factory=dict)
-    memo: tuple[tuple[int, ...], dict[str, float]] | None = None  # the last result and its state
-    seen: dict[str, int] | None = None  # slot versions at the last run
-    wanted: list[int] = field(default_factory=list)  # where recent runs had to begin, newest first
 
 
 class IncrementalEvaluator:
@@ -102,6 +89,9 @@ class IncrementalEvaluator:
     >>> ev.add_inputs("test", x_test, y_test)                           # doctest: +SKIP
     >>> ev.swap({"features.3": smaller_conv})                           # doctest: +SKIP
     >>> ev.evaluate("test")["accuracy"]                                 # doctest: +SKIP
+    >>> info = ev.cache_info("test")  # it resumed just before the swapped layer # doctest: +SKIP
+    >>> info.last_start == ev.resume_point("features.3")                # doctest: +SKIP
+    True
     """
 
     def __init__(
@@ -121,7 +111,7 @@ class IncrementalEvaluator:
         check_choice("channels_last", channels_last, (None, True, False))
         self.device = module_device(model)
         self.batch_size = batch_size
-        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache_bytes = int(cache_mb * 2**20)
         if channels_last is None:
             channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
         self.channels_last = channels_last
@@ -130,9 +120,10 @@ class IncrementalEvaluator:
         for m in self._work.modules():  # a cached activation must never be overwritten in place
             if isinstance(getattr(m, "inplace", None), bool):
                 m.inplace = False
-        self._sets: dict[str, _InputSet] = {}
+        self._sets: dict[str, InputSet] = {}
         self._versions = itertools.count(1)
         self._version: dict[str, int] = {}  # slot -> version of the module installed there
+        self.copies_cached_values = False  # set by tracing
         self.traced = self._trace(fold_batchnorm)
         names = self._swappable_names() if self.traced else self._leaf_names()
         if swappable is None:
@@ -152,6 +143,49 @@ class IncrementalEvaluator:
         # Positions (node indices) just before a swappable layer: where evaluation may resume.
         self._resume_points = (
             sorted({self._position[self._slot_of[n]] for n in anchors}) if self.traced else []
+        )
+
+    @property
+    def cache_bytes(self) -> int:
+        """Memory for cached activations, in bytes, over all input sets; setting it re-plans
+        which points each input set records."""
+        return self._cache_bytes
+
+    @cache_bytes.setter
+    def cache_bytes(self, value: int) -> None:
+        self._cache_bytes = check_int("cache_bytes", value, low=0)
+        self._plan_cache()
+
+    def resume_point(self, name: str) -> int:
+        """The point just before the swappable layer ``name`` (as :class:`CacheInfo` numbers
+        points): where an evaluation resumes when ``name`` is the first layer changed."""
+        if name not in self.swappable:
+            raise ValueError(f"resume_point: {name!r} is not swappable; allowed: {self.swappable}")
+        if not self.traced:
+            raise ValueError("resume_point: this model could not be traced; it runs as a whole")
+        return self._position[self._slot_of[name]]
+
+    def cache_info(self, key: str) -> CacheInfo:
+        """What is kept and was done for the input set ``key`` (see :class:`CacheInfo`)."""
+        if key not in self._sets:
+            raise KeyError(f"no input set {key!r}; registered: {list(self._sets)}")
+        s = self._sets[key]
+        point_bytes, work_before = {}, {}
+        if self.traced and self._resume_points:
+            self._probe()
+            point_bytes = {p: self._per_image[p] * len(s.y) for p in self._resume_points}
+            work_before = dict(self._work_before)
+        return CacheInfo(
+            runs=s.runs,
+            last_start=s.last_start,
+            last_batches=s.last_batches,
+            remembered=s.memo is not None and s.memo[0] == self._state(),
+            points=tuple(self._resume_points),
+            planned=frozenset(s.record),
+            stored=frozenset(s.cache),
+            wanted=tuple(s.wanted),
+            point_bytes=point_bytes,
+            work_before=work_before,
         )
 
     # ------------------------------------------------------------------ set-up
@@ -227,7 +261,8 @@ class IncrementalEvaluator:
         self._free_after: dict[int, list[fx.Node]] = {}
         for n, i in last_use.items():
             self._free_after.setdefault(i, []).append(n)
-        self._mutating = any(writes_in_place(n, self._run_modules) for n in self._nodes)
+        # The forward writes into some values in place: cached ones are copied before each reuse.
+        self.copies_cached_values = any(writes_in_place(n, self._run_modules) for n in self._nodes)
         return True
 
     def _install(self, slot: str) -> None:
@@ -267,7 +302,7 @@ class IncrementalEvaluator:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         batches = [slice(s, s + self.batch_size) for s in range(0, len(y), self.batch_size)]
-        self._sets[key] = _InputSet(x, y.to(self.device), batches)
+        self._sets[key] = InputSet(x, y.to(self.device), batches)
         self._plan_cache()
 
     def _plan_cache(self) -> None:
@@ -299,7 +334,7 @@ class IncrementalEvaluator:
         for s in self._sets.values():  # forget what is no longer planned
             s.cache = {p: v for p, v in s.cache.items() if p in s.record}
 
-    def _note_start(self, s: _InputSet) -> None:
+    def _note_start(self, s: InputSet) -> None:
         """Remember where this run has to begin (the first slot changed since the set's last
         run) and give that point memory first."""
         if s.seen is not None:
@@ -465,10 +500,14 @@ class IncrementalEvaluator:
             if self._state() != state:
                 raise RuntimeError("the model was swapped while it was being evaluated")
 
+        s.runs += 1
+        s.last_start, s.last_batches = 0, 0
         if not self.traced:
             for b in s.batches:
                 unchanged()
-                yield self._work(s.x[b]), s.y[b]
+                out = self._work(s.x[b])
+                s.last_batches += 1
+                yield out, s.y[b]
             return
         self._note_start(s)
         start, values = 1, None
@@ -477,6 +516,7 @@ class IncrementalEvaluator:
             if prefix == self._prefix(position):
                 start, values = position, stored
                 break
+        s.last_start = start if values is not None else 0
         record_at = {p: [] for p in s.record if p > start}
         frontier = self._frontier(start) if values is not None else []
         for i, b in enumerate(s.batches):
@@ -485,13 +525,15 @@ class IncrementalEvaluator:
                 env = {self._nodes[0]: s.x[b]}
             else:
                 env = dict(zip(frontier, self._fresh(values[i]), strict=True))
-            yield self._run(env, start, record_at), s.y[b]
+            out = self._run(env, start, record_at)
+            s.last_batches += 1
+            yield out, s.y[b]
         unchanged()
         for position, stored in record_at.items():
             s.cache[position] = (self._prefix(position), stored)
 
     def _fresh(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not self._mutating:
+        if not self.copies_cached_values:
             return values
         return tuple(v.clone() if isinstance(v, torch.Tensor) else v for v in values)
 
