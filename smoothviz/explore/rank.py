@@ -354,7 +354,10 @@ def _resolve_factors(models: Mapping[str, nn.Module], factors: Any, layers: Any)
     return resolved
 
 
+# Its layer-shape loop repeats the one in compress_from_factors: swap in the compress package's
+# check once that is public.
 def _check_factors(name: str, model: nn.Module, factors: Any) -> None:
+    """``factors`` has the interface the explorer uses and matches ``model``'s layers."""
     needed = ("params_at", "ranks_for_reduction", "ranks_for_energy", "total_params")
     missing = [a for a in needed if not hasattr(factors, a)]
     if missing or not isinstance(factors, Mapping):
