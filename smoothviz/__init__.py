@@ -36,8 +36,8 @@ __version__ = "0.1.0"
 
 # name -> module, imported on first attribute access (PEP 562)
 _LAZY = {
-    "RankExplorer": "smoothviz.widgets",
-    "PruneExplorer": "smoothviz.widgets",
+    "RankExplorer": "smoothviz.explore.rank",
+    "PruneExplorer": "smoothviz.explore.prune",
     "run_report": "smoothviz.report",
     "sweep_on_cluster": "smoothviz.distributed",
     "weight_smoothness": "smoothviz.analysis",

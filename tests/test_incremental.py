@@ -67,18 +67,16 @@ def test_cached_prefix_equals_the_plain_evaluation_and_is_used(resnet, inputs):
     for ev in (cached, plain):
         ev.add_inputs("test", x, y)
         ev.logits("test")
-    ran = []
-    run = cached._run
-    cached._run = lambda env, start, record: ran.append(start) or run(env, start, record)
     for name in (names[-1], names[len(names) // 2], names[-2]):
         module = factorize_layer(resnet.get_submodule(name), 1, factors[name])
         for ev in (cached, plain):
             ev.swap({name: module})
-        ran.clear()
         out = cached.logits("test")
-        # resumed right before the changed layer, in every batch
-        assert set(ran) == {cached._position[name]} and len(ran) == 3  # 70 images, 32 a batch
+        # resumed right before the changed layer, in every batch (70 images, 32 a batch)
+        info = cached.cache_info("test")
+        assert info.last_start == cached.resume_point(name) and info.last_batches == 3
         assert torch.equal(out, plain.logits("test"))
+        assert plain.cache_info("test").last_start == 0  # no cache: from the input
     full = compress_from_factors(
         resnet, factors, {names[-1]: 1, names[len(names) // 2]: 1, names[-2]: 1}
     )
@@ -89,8 +87,9 @@ def test_nothing_changed_gives_the_remembered_result_without_running(resnet, inp
     ev = IncrementalEvaluator(resnet, batch_size=32)
     ev.add_inputs("test", *inputs)
     first = ev.evaluate("test")
-    ev._run = None  # would fail if called
+    assert ev.cache_info("test").runs == 1 and ev.cache_info("test").remembered
     assert ev.evaluate("test") == first
+    assert ev.cache_info("test").runs == 1  # the network did not run again
 
 
 def test_stepwise_evaluation_can_be_abandoned_without_trace(resnet, inputs):
@@ -101,7 +100,8 @@ def test_stepwise_evaluation_can_be_abandoned_without_trace(resnet, inputs):
     steps = ev.evaluate_steps("test")
     assert next(steps) == pytest.approx(32 / 70)
     steps.close()  # abandoned half-way, as a widget does when the slider moves again
-    assert ev._sets["test"].cache == {} and ev._sets["test"].memo is None
+    info = ev.cache_info("test")
+    assert info.stored == frozenset() and not info.remembered and info.last_batches == 1
     fractions, steps = [], ev.evaluate_steps("test")
     while True:
         try:
@@ -110,7 +110,7 @@ def test_stepwise_evaluation_can_be_abandoned_without_trace(resnet, inputs):
             result = done.value
             break
     assert fractions == pytest.approx([32 / 70, 64 / 70]) and result == ev.evaluate("test")
-    assert ev._sets["test"].cache  # a finished run keeps its activations
+    assert ev.cache_info("test").stored  # a finished run keeps its activations
     name = list(factors)[-1]
     ev.swap({name: factorize_layer(resnet.get_submodule(name), 1, factors[name])})
     steps = ev.evaluate_steps("test")
@@ -124,10 +124,11 @@ def test_cache_budget_keeps_the_deepest_points_first(resnet, inputs):
     x, y = inputs
     ev = IncrementalEvaluator(resnet, list(svd_factors(resnet)), cache_mb=0.05)
     ev.add_inputs("test", x, y)
-    planned = ev._sets["test"].record
-    assert planned and planned != set(ev._resume_points)
-    assert min(planned) > min(ev._resume_points)  # the shallow (large) activations left out
-    used = sum(ev._per_image[p] * len(y) for p in planned)
+    info = ev.cache_info("test")
+    planned = info.planned
+    assert planned and planned != set(info.points)
+    assert min(planned) > min(info.points)  # the shallow (large) activations left out
+    used = sum(info.point_bytes[p] for p in planned)
     assert used <= ev.cache_bytes
 
 
@@ -138,27 +139,24 @@ def test_memory_goes_first_to_where_runs_had_to_begin(resnet, inputs):
     mid = names[len(names) // 2]
     ev = IncrementalEvaluator(resnet, names, batch_size=32)
     ev.add_inputs("test", x, y)
-    position = ev._position[mid]
-    ev.cache_bytes = ev._per_image[position] * len(y)  # room for this point only
-    ev._plan_cache()
-    assert position not in ev._sets["test"].record  # deeper points are preferred at first
+    position = ev.resume_point(mid)
+    ev.cache_bytes = ev.cache_info("test").point_bytes[position]  # room for this point only
+    assert position not in ev.cache_info("test").planned  # deeper points are preferred at first
     ev.evaluate("test")
-    starts = []
-    run = ev._run
-    ev._run = lambda env, start, record: starts.append(start) or run(env, start, record)
     for rank in (2, 1):  # the first move makes room before `mid`, the second resumes there
         ev.swap({mid: factorize_layer(resnet.get_submodule(mid), rank, factors[mid])})
-        starts.clear()
         ev.evaluate("test")
-    assert ev._sets["test"].wanted == [position] and ev._sets["test"].record == {position}
-    assert set(starts) == {position}
+    info = ev.cache_info("test")
+    assert info.wanted == (position,) and info.planned == {position}
+    assert info.last_start == position
     # a change near the input saves too little compute to be worth memory
     first = names[0]
     ev.swap({first: factorize_layer(resnet.get_submodule(first), 1, factors[first])})
     ev.evaluate("test")
-    assert ev._sets["test"].wanted[0] == ev._position[first]
-    assert ev._work_before[ev._position[first]] < 0.1
-    assert ev._sets["test"].record == {position}
+    info = ev.cache_info("test")
+    assert info.wanted[0] == ev.resume_point(first)
+    assert info.work_before[ev.resume_point(first)] < 0.1
+    assert info.planned == {position}
 
 
 class _InPlace(nn.Module):
@@ -187,7 +185,7 @@ def test_in_place_operations_never_corrupt_the_cache(inputs):
     x, y = inputs
     ev = IncrementalEvaluator(model, ["b", "c"], batch_size=32)
     ev.add_inputs("test", x, y)
-    assert ev._mutating
+    assert ev.copies_cached_values
     before = ev.logits("test")
     for _ in range(2):
         ev.swap({"c": copy.deepcopy(model.c)})  # same weights: same logits, from the cache
@@ -224,6 +222,10 @@ def test_an_untraceable_model_is_swapped_and_run_as_a_whole(inputs):
     expected.b = new
     torch.testing.assert_close(ev.logits("test"), _logits(expected, x))
     assert model.b is not new  # the caller's model is untouched
+    info = ev.cache_info("test")
+    assert info.runs == 1 and info.last_start == 0 and info.points == () and not info.stored
+    with pytest.raises(ValueError, match="could not be traced"):
+        ev.resume_point("b")
 
 
 def test_load_swaps_only_what_differs_and_follows_pruning(resnet, inputs):
@@ -251,6 +253,12 @@ def test_bad_arguments_are_named(resnet, inputs):
         ev.swap({"fc": nn.Linear(32, 10)})
     with pytest.raises(KeyError, match="no input set"):
         ev.evaluate("test")
+    with pytest.raises(KeyError, match="no input set"):
+        ev.cache_info("test")
+    with pytest.raises(ValueError, match="not swappable"):
+        ev.resume_point("fc")
+    with pytest.raises(ValueError, match="cache_bytes must be an int >= 0"):
+        ev.cache_bytes = -1
 
 
 def test_the_callers_model_is_not_modified(resnet, inputs):

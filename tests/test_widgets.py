@@ -127,7 +127,7 @@ def test_building_an_explorer_in_a_running_loop_measures_once_and_leaves_nothing
     async def scenario():
         cls = RankExplorer if explorer == "rank" else PruneExplorer
         ex = cls(trained, mini_data, drag_subset=100, settle_seconds=0.05)
-        assert ex._timer is None and ex._release is None
+        assert ex.pending is None
         assert ex.last["full"] is True and ex.last["n_test"] == len(mini_data.y_test)
         await asyncio.sleep(0.2)
         return ex
@@ -141,12 +141,12 @@ def test_a_move_during_the_full_measurement_abandons_it(trained, mini_data, eval
         ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=0.05)
         await asyncio.sleep(0.3)
         ex.reduction.value = 0.4
-        ex._cancel_timer()
-        ex._settled()  # the slider settles: the full set is measured batch by batch ...
+        assert ex.pending == "settle"
+        ex.settle(stepwise=True)  # the slider settles: the full set is measured batch by batch ...
         await asyncio.sleep(0)  # ... one batch has run ...
-        assert ex._release is not None and not ex.last["full"]
+        assert ex.pending == "full" and not ex.last["full"]
         ex.reduction.value = 0.3  # ... when the hand moves again
-        assert ex._release is None and ex.last["n_test"] == 100
+        assert ex.pending == "settle" and ex.last["n_test"] == 100
         await asyncio.sleep(0.5)
         return ex
 
@@ -154,6 +154,22 @@ def test_a_move_during_the_full_measurement_abandons_it(trained, mini_data, eval
     assert ex.last["full"] and ex.last["n_test"] == len(mini_data.y_test)
     full = compress_from_factors(trained, ex.factors, ex.ranks)
     assert ex.last["test_acc"] == evaluate(full, (mini_data.x_test, mini_data.y_test))["accuracy"]
+
+
+def test_settle_measures_the_full_set_at_once(trained, mini_data, evaluations):
+    async def scenario():
+        ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=30)
+        evaluations.clear()
+        ex.reduction.value = 0.4
+        assert ex.pending == "settle" and ex.last["n_test"] == 100
+        ex.settle()  # e.g. before reading the readouts in a script: no wait for the timer
+        assert ex.pending is None and ex.last["full"]
+        assert "full test set" in ex.accuracy_label.value
+        await asyncio.sleep(0.1)
+        return ex
+
+    ex = asyncio.run(scenario())
+    assert evaluations == ["drag", "full"] and ex.last["n_test"] == len(mini_data.y_test)
 
 
 def test_one_evaluation_per_user_move(trained, mini_data, evaluations):
@@ -206,15 +222,12 @@ def test_cached_prefix_evaluation_equals_the_plain_evaluation(trained, mini_data
     ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=None)
     plain = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=None, cache_mb=0)
     last = list(ex.rank_sliders)[-1]
-    starts: list[int] = []
     ev = ex.evaluator()
-    run = ev._run
-    ev._run = lambda env, start, record: starts.append(start) or run(env, start, record)
     for value in (3, 2, 1):
         for explorer in (ex, plain):
             explorer.rank_sliders[last].value = value
-        assert set(starts) == {ev._position[last]}  # only the tail after the moved layer ran
-        starts.clear()
+        # only the tail after the moved layer ran
+        assert ev.cache_info("full").last_start == ev.resume_point(last)
         assert ex.last == plain.last
         full = compress_from_factors(trained, ex.factors, ex.ranks)
         assert (

@@ -1,0 +1,420 @@
+"""The rank explorer: choose SVD ranks and watch accuracy, parameter count and the spectrum.
+
+A global parameter-reduction slider (split into per-layer ranks by one of :data:`ALLOCATIONS`), one
+rank slider per layer and a drop-down for the spectrum shown. The SVD of every layer is computed
+once per model (or passed in as ``factors``); moving a slider only slices the cached factors, and
+only the layers whose rank changed are rebuilt in the model's
+:class:`~smoothviz.explore.incremental.IncrementalEvaluator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import pandas as pd
+from matplotlib.artist import Artist
+from matplotlib.figure import Figure
+from torch import nn
+
+from smoothviz._validation import check_int
+from smoothviz.compress.budget import BudgetError, allocate
+from smoothviz.compress.svd import (
+    LayerFactors,
+    SVDFactors,
+    compress_from_factors,
+    factorize_layer,
+    svd_factors,
+)
+from smoothviz.data import ImageData
+from smoothviz.explore.base import Explorer
+from smoothviz.explore.incremental import IncrementalEvaluator
+from smoothviz.notebook_params import SLIDER_MAX, check_slider_fraction
+from smoothviz.plots import DENSE_COLOR, FACTORIZED_COLOR, plot_kept_ranks, plot_spectrum
+
+ALLOCATIONS = {
+    "svd · global σ² threshold": "global",
+    "svd · equal kept energy per layer": "energy",
+    "svd · equal rank fraction per layer": "fraction",
+}
+
+
+class RankExplorer(Explorer):
+    """Choose SVD ranks and see accuracy, parameter count and the spectrum with the chosen rank.
+
+    Parameters
+    ----------
+    models
+        A trained model, or ``{name: model}`` to switch between (e.g. baseline and smooth).
+    data
+        The dataset; its test split is what the accuracy is measured on.
+    layers
+        Layer selection as in :func:`smoothviz.layers.select_layers`.
+    param_reduction
+        Initial whole-network parameter reduction.
+    drag_subset
+        Test images evaluated while a slider moves.
+    settle_seconds
+        Time a slider must be still before the full test set is evaluated; ``None`` evaluates the
+        full test set synchronously on every change.
+    seed
+        Seed of the drag subset.
+    factors
+        Precomputed factors instead of the weight SVD (e.g. a data-aware SVD): an
+        :class:`~smoothviz.compress.svd.SVDFactors` (or an object with the same interface, whose
+        ``LayerFactors`` hold ``u``, ``s``, ``vh`` with ``u @ diag(s) @ vh`` approximating the
+        layer's matrix view) for a single model, ``{model name: factors}`` for several, or a
+        function ``model -> factors``. Their layers are the ones explored (do not pass
+        ``layers`` as well). ``None``: :func:`~smoothviz.compress.svd.svd_factors` of each model.
+    cache_mb
+        Memory for cached activations per model, in MiB (0: none); deeper layers first.
+
+    Attributes
+    ----------
+    reduction, method, layer_select, rank_sliders
+        The controls (``rank_sliders`` maps layer name to an ``IntSlider``).
+    accuracy_label, params_label, status, image
+        The readouts, the error line and the figure (an ``Image`` widget updated in place).
+    widget
+        The whole box, which is also what displaying the explorer shows.
+    """
+
+    def __init__(
+        self,
+        models: nn.Module | Mapping[str, nn.Module],
+        data: ImageData,
+        *,
+        layers: Any = None,
+        param_reduction: float = 0.5,
+        drag_subset: int = 500,
+        settle_seconds: float | None = 0.4,
+        seed: int = 0,
+        factors: Any = None,
+        cache_mb: float = 512.0,
+    ) -> None:
+        check_slider_fraction("param_reduction", param_reduction)
+        super().__init__(
+            models,
+            data,
+            drag_subset=drag_subset,
+            settle_seconds=settle_seconds,
+            seed=seed,
+            cache_mb=cache_mb,
+        )
+        self._factors = _resolve_factors(self.models, factors, layers)
+        names = list(next(iter(self._factors.values())))
+        self._installed: dict[str, dict[str, int | None]] = {}  # model -> layer -> installed rank
+        self._allocations: dict[tuple, dict[str, int]] = {}
+        self.reduction = W.FloatSlider(
+            value=param_reduction,
+            min=0.0,
+            max=SLIDER_MAX,
+            step=0.01,
+            description="reduction",
+            readout_format=".0%",
+            continuous_update=True,
+            layout=W.Layout(width="420px"),
+        )
+        self.method = W.Dropdown(options=list(ALLOCATIONS), description="method")
+        self.layer_select = W.Dropdown(options=names, description="spectrum")
+        factors = self.factors
+        self.rank_sliders = {
+            name: W.IntSlider(
+                value=factors[name].max_rank,
+                min=1,
+                max=factors[name].max_rank,
+                description=name,
+                continuous_update=True,
+                style={"description_width": "initial"},
+            )
+            for name in names
+        }
+        self.reduction.add_class("smoothviz-reduction")
+        for slider in self.rank_sliders.values():
+            slider.add_class("smoothviz-rank-slider")
+        self.reduction.observe(self._reduction_changed, names="value")
+        self.method.observe(self._reduction_changed, names="value")
+        self.model_select.observe(self._reduction_changed, names="value")
+        self.layer_select.observe(self._redraw, names="value")
+        for slider in self.rank_sliders.values():
+            slider.observe(self._rank_changed, names="value")
+        controls = [self.reduction, self.method, self.layer_select]
+        if len(self.models) > 1:
+            controls.insert(0, self.model_select)
+        self.widget = W.VBox(
+            [
+                W.HBox([W.VBox(controls), W.VBox([self.accuracy_label, self.params_label])]),
+                W.HTML("<b>rank per layer</b> (moving one overrides the global split)"),
+                W.GridBox(
+                    list(self.rank_sliders.values()),
+                    layout=W.Layout(grid_template_columns="repeat(2, 48%)"),
+                ),
+                self.status,
+                self.image,
+            ]
+        )
+        self.widget.add_class("smoothviz-rank-explorer")
+        self._reduction_changed(settle=False)
+
+    @property
+    def factors(self):
+        """Cached SVD factors (:class:`~smoothviz.compress.svd.SVDFactors`) of the current model."""
+        return self._factors[self.model_select.value]
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        """The current rank of every layer."""
+        return {name: s.value for name, s in self.rank_sliders.items()}
+
+    def allocate(self, param_reduction: float, method: str = "global") -> dict[str, int]:
+        """Per-layer ranks for a whole-network reduction, split by ``method``.
+
+        ``"global"``: one threshold on ``σ² / Σσ²`` across layers (what ``svd_compress`` does; where
+        that cannot meet the target within 1 pp, the closest split is taken and the parameter
+        readout shows what was reached);
+        ``"energy"``: the same kept energy in every layer; ``"fraction"``: the same fraction of each
+        layer's full rank. The last two search the shared level that meets the budget best.
+        """
+        return _allocate_ranks(self.factors, param_reduction, method)
+
+    def _allocation(self) -> dict[str, int]:
+        """:meth:`allocate` for the current controls, remembered (a drag revisits values)."""
+        key = (self.model_select.value, self.method.value, self.reduction.value)
+        if key not in self._allocations:
+            if len(self._allocations) >= 1024:
+                self._allocations.clear()
+            self._allocations[key] = self.allocate(key[2], ALLOCATIONS[key[1]])
+        return dict(self._allocations[key])
+
+    def _reduction_changed(self, change: Any = None, *, settle: bool = True) -> None:
+        try:
+            ranks = self._allocation()
+            self.choice_error = None
+        except Exception as exc:  # e.g. a budget this model cannot reach: say so, keep the ranks
+            self._choice_failed(exc)
+            return
+        self._syncing = True
+        try:
+            for name, slider in self.rank_sliders.items():
+                slider.max = self.factors[name].max_rank
+                slider.value = ranks[name]
+        finally:
+            self._syncing = False
+        self._changed(settle=settle)
+
+    def _rank_changed(self, change: Any = None) -> None:
+        if not self._syncing:
+            self.choice_error = None  # the user now sets ranks by hand
+        self._changed(change)
+
+    def _redraw(self, change: Any = None) -> None:
+        try:
+            self._draw()
+        except Exception as exc:
+            self._fail(exc)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "model": self.model_select.value,
+            "method": self.method.value,
+            "target_reduction": self.reduction.value,
+            "ranks": ", ".join(f"{n}:{r}" for n, r in self.ranks.items()),
+        }
+
+    def compressed_model(self) -> nn.Module:
+        """A compressed copy of the current model at the current ranks (slices cached factors)."""
+        return compress_from_factors(self.model, self.factors, self.ranks)
+
+    def _swappable(self, name: str) -> list[str]:
+        return list(self._factors[name])
+
+    def _install(self, evaluator: IncrementalEvaluator) -> int:
+        """Swap in the layers whose rank changed since the last evaluation of this model.
+
+        A layer is factorised where that saves parameters and the rank is below full, as in
+        :func:`~smoothviz.compress.svd.compress_from_factors`; otherwise it stays dense.
+        """
+        factors, ranks = self.factors, self.ranks
+        installed = self._installed.setdefault(self.model_select.value, {})
+        changed = {}
+        for name, rank in ranks.items():
+            f = factors[name]
+            check_int(f"rank of {name!r}", rank, low=1, high=f.max_rank)
+            used = rank if _factorized(f, rank) else None
+            if name not in installed or installed[name] != used:
+                original = self.model.get_submodule(name)
+                changed[name] = original if used is None else factorize_layer(original, used, f)
+                installed[name] = used
+        if changed:
+            try:
+                evaluator.swap(changed)
+            except BaseException:
+                self._installed.pop(self.model_select.value, None)  # state unknown: rebuild all
+                raise
+        return factors.params_at(ranks)
+
+    _figsize = (9.5, 3.2)
+
+    def _figure_key(self) -> Any:
+        return (self.model_select.value, self.layer_select.value)
+
+    def _draw_figure(self, fig: Figure) -> dict[str, Any]:
+        """The chosen layer's spectrum with its rank marked, and every layer's kept rank."""
+        layer = self.layer_select.value
+        ax1, ax2 = fig.subplots(1, 2)
+        plot_spectrum(self.factors[layer].s, layer, rank=self.ranks[layer], ax=ax1)
+        plot_kept_ranks(self._rank_frame(), ax=ax2)
+        return {
+            "line": ax1.lines[-1],  # the rank marker and its label
+            "label": ax1.texts[-1],
+            "bars": ax2.containers[-1],
+            "title": fig.suptitle(" "),  # the measurement, in words
+        }
+
+    def _rank_frame(self) -> pd.DataFrame:
+        """The current ranks as :func:`~smoothviz.analysis.chosen_ranks` names them."""
+        factors = self.factors
+        return pd.DataFrame(
+            [
+                {
+                    "layer": name,
+                    "rank": rank,
+                    "full_rank": factors[name].max_rank,
+                    "factorized": _factorized(factors[name], rank),
+                }
+                for name, rank in self.ranks.items()
+            ]
+        )
+
+    @staticmethod
+    def _artist_list(artists: Any) -> list[Artist]:
+        return [artists["line"], artists["label"], *artists["bars"], artists["title"]]
+
+    def _refresh(self, artists: dict[str, Any]) -> None:
+        factors, ranks = self.factors, self.ranks
+        rank = ranks[self.layer_select.value]
+        artists["line"].set_xdata([rank, rank])
+        artists["label"].xy = (rank, 1)
+        artists["label"].set_text(f"r={rank}")
+        for bar, (name, r) in zip(artists["bars"], ranks.items(), strict=True):
+            f = factors[name]
+            bar.set_height(r / f.max_rank)
+            bar.set_color(FACTORIZED_COLOR if _factorized(f, r) else DENSE_COLOR)
+        text = f"{self.model_select.value}: measuring…"
+        if self.last.get("test_acc") is not None:
+            text = (
+                f"{self.model_select.value}: test accuracy "
+                f"{100 * self.last['test_acc']:.2f} % at "
+                f"{100 * self.last['param_reduction']:.1f} % fewer parameters "
+                f"({self.last['n_test']} test images)"
+            )
+        artists["title"].set_text(text)
+
+
+def _resolve_factors(models: Mapping[str, nn.Module], factors: Any, layers: Any) -> dict:
+    """``{model name: factors}`` from RankExplorer's ``factors`` argument, checked."""
+    if factors is not None and layers is not None:
+        raise TypeError("pass layers or factors (whose keys are the layers), not both")
+    if factors is None:
+        resolved = {name: svd_factors(m, layers) for name, m in models.items()}
+    elif hasattr(factors, "params_at"):  # one factors object
+        if len(models) != 1:
+            raise ValueError(
+                f"factors: one set of factors fits one model; pass {{model name: factors}} for "
+                f"the models {list(models)}"
+            )
+        resolved = {next(iter(models)): factors}
+    elif isinstance(factors, Mapping):
+        if set(factors) != set(models):
+            raise ValueError(
+                f"factors: keys {sorted(factors)} must be the model names {sorted(models)}"
+            )
+        resolved = {name: factors[name] for name in models}
+    elif callable(factors):
+        resolved = {name: factors(m) for name, m in models.items()}
+    else:
+        raise TypeError(
+            "factors must be None, an SVDFactors, {model name: SVDFactors} or a function "
+            f"model -> SVDFactors, got {type(factors).__name__}"
+        )
+    first = None
+    for name, f in resolved.items():
+        _check_factors(name, models[name], f)
+        if first is None:
+            first = list(f)
+        elif list(f) != first:
+            raise ValueError(
+                f"factors: model {name!r} has layers {list(f)} but the first model has {first}; "
+                "the rank sliders need the same layers in every model"
+            )
+    if not first:
+        raise ValueError("layers: no factorisable Conv2d/Linear layer selected")
+    return resolved
+
+
+# Its layer-shape loop repeats the one in compress_from_factors: swap in the compress package's
+# check once that is public.
+def _check_factors(name: str, model: nn.Module, factors: Any) -> None:
+    """``factors`` has the interface the explorer uses and matches ``model``'s layers."""
+    needed = ("params_at", "ranks_for_reduction", "ranks_for_energy", "total_params")
+    missing = [a for a in needed if not hasattr(factors, a)]
+    if missing or not isinstance(factors, Mapping):
+        raise TypeError(
+            f"factors of model {name!r} must be an SVDFactors-like mapping (lacks {missing})"
+        )
+    modules = dict(model.named_modules())
+    for layer, f in factors.items():
+        m = modules.get(layer)
+        if not isinstance(m, (nn.Conv2d, nn.Linear)) or tuple(m.weight.shape) != tuple(
+            f.weight_shape
+        ):
+            raise ValueError(
+                f"factors: layer {layer!r} of model {name!r} does not match the factors "
+                f"(weight shape {tuple(f.weight_shape)}); compute them from this model"
+            )
+
+
+# replaced by LayerFactors.factorizes_at(rank) (compress/factorized.py) once it lands
+def _factorized(f: LayerFactors, rank: int) -> bool:
+    """The layer is factorised at ``rank``: that saves parameters and the rank is below full."""
+    return rank <= f.break_even_rank and rank < f.max_rank
+
+
+# replaced by the three modes of compress/rank_allocation.py once it lands
+def _allocate_ranks(factors: SVDFactors, param_reduction: float, method: str) -> dict[str, int]:
+    """Per-layer ranks for a whole-network reduction, split by ``method`` (see
+    :meth:`RankExplorer.allocate`)."""
+    if method == "global":
+        try:
+            return factors.ranks_for_reduction(param_reduction)
+        except BudgetError:  # not reachable within 1 pp: take the closest split there is
+            scores = {name: f.energy() for name, f in factors.items()}
+            return allocate(
+                scores,
+                factors.params_at,
+                factors.total_params,
+                param_reduction,
+                tolerance=1.0,
+            )
+    goal = (1.0 - param_reduction) * factors.total_params
+    if method == "energy":
+
+        def ranks_at(level: float) -> dict[str, int]:
+            return factors.ranks_for_energy(level)
+    elif method == "fraction":
+
+        def ranks_at(level: float) -> dict[str, int]:
+            return {
+                n: max(1, min(f.max_rank, round(level * f.max_rank))) for n, f in factors.items()
+            }
+    else:
+        raise ValueError(f"method must be one of {list(ALLOCATIONS.values())}, got {method!r}")
+    best = None
+    for level in np.linspace(1e-3, 1.0, 400):  # params grow with the level; pick the closest
+        ranks = ranks_at(float(level))
+        gap = abs(factors.params_at(ranks) - goal)
+        if best is None or gap < best[0]:
+            best = (gap, ranks)
+    return best[1]
