@@ -268,9 +268,6 @@ def factorize_layer(
 
 
 # ------------------------------------------------------------------------------- the request
-SVD_TARGETS = ("param_reduction", "energy", "ranks")
-
-
 def svd_target(
     param_reduction: float | None, energy: float | None, ranks: Mapping[str, int] | int | None
 ) -> tuple[str, Any]:
