@@ -11,7 +11,8 @@
 - :func:`load_lambda_sweep`: the committed regulariser-weight sweep of ``benchmarks/lambda_sweep.py``
   (its rows, and the grid points a stopped sweep did not measure).
 
-Effective and stable rank come from :mod:`smoothviz.spectral`. Every function accepts one model or a mapping ``{training_name: model}``; with a mapping the rows
+Effective and stable rank and the rank keeping an energy (:func:`rank_for_energy`, the same rule
+``svd_compress(energy=...)`` uses) come from :mod:`smoothviz.spectral`. Every function accepts one model or a mapping ``{training_name: model}``; with a mapping the rows
 carry a ``training`` column. Nothing here plots or writes files.
 """
 
@@ -27,9 +28,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from smoothviz.compress.budget import check_reduction
+from smoothviz.compress.rank_allocation import allocate_ranks
+from smoothviz.compress.svd import svd_factors
 from smoothviz.layers import matrix_view, select_layers
 from smoothviz.regularizers import normalized_difference
-from smoothviz.spectral import effective_rank, singular_values, stable_rank
+from smoothviz.spectral import effective_rank, rank_for_energy, singular_values, stable_rank
 
 AXIS_NAMES = {0: "output", 1: "input"}
 # What benchmarks/lambda_sweep.py commits: its rows (CSV) and, beside them, its summary (JSON).
@@ -157,16 +161,6 @@ def singular_spectra(models: Models, *, layers: Sequence[str] | str | None = Non
     return df if None not in mapping else df.drop(columns="training")
 
 
-def rank_for_energy(sigma: torch.Tensor | Sequence[float], energy: float) -> int:
-    """Smallest rank ``r`` whose ``Σ_{i<=r} σ_i² / Σσ²`` reaches ``energy`` (in (0, 1])."""
-    if not 0 < energy <= 1:
-        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
-    s = torch.as_tensor(sigma, dtype=torch.float64).sort(descending=True).values
-    cum = s.square().cumsum(0) / s.square().sum()
-    # A small tolerance so that energy=1.0 is reached despite rounding.
-    return min(int((cum < energy - 1e-12).sum()) + 1, len(s))
-
-
 def spectrum_summary(models: Models, *, layers: Sequence[str] | str | None = None) -> pd.DataFrame:
     """Per-layer summary of the singular-value spectrum.
 
@@ -261,8 +255,9 @@ def chosen_ranks(
 ) -> pd.DataFrame:
     """The per-layer SVD ranks that remove ``param_reduction`` of each model's parameters.
 
-    The split across layers is :meth:`smoothviz.compress.svd.SVDFactors.ranks_for_reduction` (one
-    global threshold on ``σ² / Σσ²``), i.e. what ``svd_compress(model, param_reduction=...)`` does.
+    The split across layers is :func:`smoothviz.compress.rank_allocation.allocate_ranks` with
+    ``allocation="energy"`` (one global threshold on ``σ² / Σσ²``), i.e. what
+    ``svd_compress(model, param_reduction=...)`` does.
 
     Returns
     -------
@@ -271,13 +266,12 @@ def chosen_ranks(
         ``full_rank``, ``kept_energy`` (energy kept at ``rank``) and ``factorized`` (False where
         the rank is above the break-even rank, so the layer stays dense).
     """
-    from smoothviz.compress.svd import svd_factors
-
+    target = check_reduction(param_reduction)
     mapping = _as_mapping(models)
     rows = []
     for training, model in mapping.items():
         factors = svd_factors(model, layers)
-        ranks = factors.ranks_for_reduction(param_reduction)
+        ranks = allocate_ranks(model, factors, target, "energy")
         for name, rank in ranks.items():
             f = factors[name]
             rows.append(
@@ -287,7 +281,7 @@ def chosen_ranks(
                     "rank": int(rank),
                     "full_rank": f.max_rank,
                     "kept_energy": float(f.energy()[:rank].sum()),
-                    "factorized": bool(rank <= f.break_even_rank and rank < f.max_rank),
+                    "factorized": f.factorizes_at(rank),
                 }
             )
     columns = ["training", "layer", "rank", "full_rank", "kept_energy", "factorized"]

@@ -153,3 +153,14 @@ def select_layers(
 def matrix_view(weight: torch.Tensor) -> torch.Tensor:
     """``(C_out, C_in*k_h*k_w)`` view of a conv weight; a Linear weight is returned as it is."""
     return weight.reshape(weight.shape[0], -1)
+
+
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule at dotted ``name`` (e.g. ``"layer1.0.conv1"``) of ``model`` by ``new``.
+
+    The parent must exist (``model.get_submodule`` raises ``AttributeError`` naming what is
+    missing); the child itself may be new.
+    """
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

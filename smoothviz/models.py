@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from smoothviz.layers import set_submodule
+
 MODEL_NAMES = ("resnet18", "cnn", "mlp")
 DEFAULT_WIDTH = {"resnet18": 64, "cnn": 32, "mlp": 256}
 TORCHVISION_PREFIX = "torchvision:"
@@ -117,8 +119,7 @@ def _torchvision_model(arch: str, in_channels: int, num_classes: int) -> nn.Modu
                     module.groups,
                     module.bias is not None,
                 )
-                parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-                setattr(parent, name.rpartition(".")[2], new)
+                set_submodule(model, name, new)
                 break
     return model
 

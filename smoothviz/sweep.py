@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from smoothviz._validation import check_choice, check_int
 from smoothviz.compress import (
     METHODS,
     BudgetError,
@@ -80,8 +81,7 @@ def compress(
     ``{"allocation": "sensitivity"}`` for ``svd`` or ``{"sequential": False}`` for
     ``svd_data_aware``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    check_choice("method", method, METHODS)
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict of keyword arguments or None, got {options!r}")
     opts = dict(options or {})
@@ -197,12 +197,7 @@ def sweep(
         raise ValueError(f"options: {stray} are not among the methods swept ({list(methods)})")
     if not isinstance(data, ImageData):
         raise TypeError(f"data must be an ImageData, got {type(data).__name__}")
-    if (
-        isinstance(calibration_size, bool)
-        or not isinstance(calibration_size, int)
-        or (calibration_size < 1)
-    ):
-        raise ValueError(f"calibration_size must be an int >= 1, got {calibration_size!r}")
+    calibration_size = check_int("calibration_size", calibration_size, low=1)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(data.y_train), generator=g)
     calibration = data.x_train[perm[:calibration_size]]

@@ -24,12 +24,8 @@ from smoothviz.compress import (
     svd_compress,
     svd_factors,
 )
-from smoothviz.compress.data_aware_svd import (
-    _refit_layer,
-    collect_input_stats,
-    conv_patches,
-    layer_inputs,
-)
+from smoothviz.compress.data_aware_svd import refit_layer
+from smoothviz.compress.layer_inputs import collect_input_stats, conv_patches, input_rows
 from smoothviz.layers import matrix_view, select_layers
 from smoothviz.measure import count_params
 from smoothviz.models import build_model
@@ -71,7 +67,7 @@ def test_patches_are_unfold_and_reproduce_the_convolution(conv):
         assert torch.equal(cols, ref)
     # Whatever the padding, (patches @ matrix view) + bias is the layer's output.
     out = conv(x)
-    rows = layer_inputs(conv, x)
+    rows = input_rows(conv, x)
     y = rows @ matrix_view(conv.weight).T + conv.bias
     torch.testing.assert_close(y, out.permute(0, 2, 3, 1).reshape(-1, 5), atol=1e-5, rtol=1e-5)
 
@@ -169,7 +165,7 @@ def test_never_worse_than_weight_only_svd_on_the_calibration_inputs(
     captured = {}
     hooks = [
         trained_cnn.get_submodule(n).register_forward_pre_hook(
-            lambda m, a, n=n: captured.__setitem__(n, layer_inputs(m, a[0]).double())
+            lambda m, a, n=n: captured.__setitem__(n, input_rows(m, a[0]).double())
         )
         for n in da
     ]
@@ -189,7 +185,7 @@ def test_never_worse_than_weight_only_svd_on_the_calibration_inputs(
 
 def test_sequential_refit_keeps_the_weight_when_nothing_upstream_changed(cnn, calib):
     factors = data_aware_svd_factors(cnn, calib)
-    same = _refit_layer(cnn, copy.deepcopy(cnn), "10", calib, factors, batch_size=16)
+    same = refit_layer(cnn, copy.deepcopy(cnn), "10", calib, factors, batch_size=16)
     ref = factors["10"]
     torch.testing.assert_close(same.s, ref.s, rtol=1e-4, atol=1e-5)
     w = matrix_view(cnn.get_submodule("10").weight.detach())

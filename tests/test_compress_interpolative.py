@@ -21,7 +21,7 @@ from smoothviz.models import build_model
 def _keep_all(model, factors, variant="one_shot"):
     return interpolative_compress(
         model,
-        keep={p: q.group.channels for p, q in factors.items()},
+        channels={p: q.group.channels for p, q in factors.items()},
         factors=factors,
         variant=variant,
     )
@@ -65,7 +65,7 @@ def test_linear_chain_with_redundant_neurons_is_exact_at_its_rank():
         model[2].weight[8:] = 2 * model[2].weight[:8]
         model[2].bias[8:] = 2 * model[2].bias[:8]
     calib, x = torch.randn(200, 5), torch.randn(50, 5)
-    new = interpolative_compress(model, calib, keep={"2": 8})
+    new = interpolative_compress(model, calib, channels={"2": 8})
     assert new[2].out_features == 8 and new[4].in_features == 8
     torch.testing.assert_close(new(x), model(x), atol=1e-5, rtol=1e-4)
 
@@ -79,13 +79,13 @@ def test_budget_met(target):
     assert abs(1 - count_params(new) / count_params(model) - target) <= 0.01
 
 
-def test_tolerance_and_input_untouched():
+def test_rtol_and_input_untouched():
     torch.manual_seed(0)
     model = build_model("cnn", 1, 10, width=8).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     calib = torch.randn(16, 1, 28, 28)
-    loose = interpolative_compress(model, calib, tolerance=0.5)
-    tight = interpolative_compress(model, calib, tolerance=0.0)
+    loose = interpolative_compress(model, calib, rtol=0.5)
+    tight = interpolative_compress(model, calib, rtol=0.0)
     assert count_params(loose) < count_params(tight)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -107,14 +107,19 @@ def test_tolerance_and_input_untouched():
             ValueError,
             r"param_reduction must be in \[0, 1\)",
         ),
-        (torch.randn(4, 1, 28, 28), {}, TypeError, "exactly one of param_reduction, tolerance"),
         (
             torch.randn(4, 1, 28, 28),
-            {"keep": {"7": 99}},
-            ValueError,
-            r"keep\['7'\] must be an int in \[1, 16\]",
+            {},
+            TypeError,
+            "exactly one of param_reduction, rtol, channels",
         ),
-        (torch.randn(4, 1, 28, 28), {"keep": {"x": 1}}, ValueError, "keep: \\['x'\\]"),
+        (
+            torch.randn(4, 1, 28, 28),
+            {"channels": {"7": 99}},
+            ValueError,
+            r"channels\['7'\] must be an int in \[1, 16\]",
+        ),
+        (torch.randn(4, 1, 28, 28), {"channels": {"x": 1}}, ValueError, "channels: \\['x'\\]"),
         (
             torch.randn(4, 1, 28, 28),
             {"param_reduction": 0.5, "layers": ["3"]},

@@ -58,7 +58,7 @@ def test_mlp_reaches_half_with_interpolative_and_default_arguments(calib):
     new = interpolative_compress(model, calib, param_reduction=0.5)
     assert abs(_reduction(new, model) - 0.5) <= 0.01
     assert new(calib[:2]).shape == (2, 10)
-    half = interpolative_compress(model, calib, keep={"1": 256})  # refused before issue 15
+    half = interpolative_compress(model, calib, channels={"1": 256})  # refused before issue 15
     assert half[1].out_features == 256 and half[3].in_features == 256
 
 

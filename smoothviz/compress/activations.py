@@ -9,7 +9,8 @@ Both channel methods look at the inputs of the layers that read a group's channe
   tap over all output positions (shape ``(C, k_h, k_w)``, so zero padding at the borders is
   accounted for exactly), for a ``Linear`` the mean of every input feature (shape ``(C, f)``). The
   mean contribution of removed channels to the reader's output is ``Σ W ⊙ mean`` over them, which
-  is what bias compensation folds back in.
+  is what bias compensation folds back in (the taps come from
+  :func:`smoothviz.compress.layer_inputs.tap_sums`, the conv geometry the data-aware SVD uses too).
 
 Only ``C×C`` matrices and means are kept, never the activations themselves.
 """
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from smoothviz._validation import check_int
 from smoothviz.compress.calibration import check_calibration, run_calibration
 from smoothviz.compress.chains import ChannelGroup, Reader
+from smoothviz.compress.layer_inputs import tap_sums
 
 
 @dataclass
@@ -61,39 +63,6 @@ def _rows(x: torch.Tensor, reader: Reader, channels: int) -> torch.Tensor:
     return x.reshape(-1, channels, f).permute(0, 2, 1).reshape(-1, channels)
 
 
-def _conv_padding(conv: nn.Conv2d) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding the conv applies, for numeric and string paddings."""
-    if conv.padding == "valid":
-        return 0, 0, 0, 0
-    if conv.padding == "same":
-        pads = []
-        for k, d in zip(reversed(conv.kernel_size), reversed(conv.dilation), strict=True):
-            total = d * (k - 1)
-            pads += [total // 2, total - total // 2]
-        return tuple(pads)
-    ph, pw = conv.padding
-    return pw, pw, ph, ph
-
-
-def _tap_sums(x: torch.Tensor, conv: nn.Conv2d) -> tuple[torch.Tensor, int]:
-    """Σ over samples and output positions of the input under every kernel tap, and the count."""
-    pad = _conv_padding(conv)
-    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-    xp = F.pad(x, pad, mode=mode) if any(pad) else x
-    kh, kw = conv.kernel_size
-    dh, dw = conv.dilation
-    sh, sw = conv.stride
-    ho = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
-    wo = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
-    out = torch.empty(x.shape[1], kh, kw, dtype=torch.float64, device=x.device)
-    for i in range(kh):
-        for j in range(kw):
-            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-            out[:, i, j] = xp[:, :, rows, cols].double().sum((0, 2, 3))
-    return out, x.shape[0] * ho * wo
-
-
 def group_statistics(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -120,8 +89,7 @@ def group_statistics(
         Images per forward pass.
     """
     calibration = check_calibration(model, calibration)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size, low=1)
     acc: dict[str, dict] = {}
     taps: dict[str, list] = {}
     by_reader = {r.name: (g, r) for g in groups for r in g.readers}
@@ -144,7 +112,7 @@ def group_statistics(
                 if gram:
                     a["gram"] = a["gram"] + z.T @ z
             if isinstance(module, nn.Conv2d):
-                s, n = _tap_sums(x, module)
+                s, n = tap_sums(x, module)
             else:
                 flat = x.reshape(-1, module.in_features)
                 s = flat.double().sum(0).reshape(g.channels, reader.features_per_channel)
@@ -210,7 +178,7 @@ def paired_statistics(
             if first[reader.source] is reader:
                 seen[which][reader.source] = _rows(x, reader, group.channels).double()
             if isinstance(module, nn.Conv2d):
-                s, n = _tap_sums(x, module)
+                s, n = tap_sums(x, module)
             else:
                 flat = x.reshape(-1, module.in_features)
                 s = flat.double().sum(0).reshape(group.channels, reader.features_per_channel)

@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from smoothviz._validation import is_number
+
 TOLERANCE = 0.01  # the achieved reduction must lie within 1 percentage point of the target
 
 
@@ -39,8 +41,11 @@ class BudgetError(ValueError):
 
 
 def check_reduction(value: object, name: str = "param_reduction") -> float:
-    """Validate a whole-network reduction target: a number in ``[0, 1)``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Validate a whole-network reduction target (or any fraction removed): a number in ``[0, 1)``.
+
+    A value that is not a number raises ``TypeError``, one outside ``[0, 1)`` ``ValueError``.
+    """
+    if not is_number(value):
         raise TypeError(f"{name} must be a number in [0, 1), got {value!r}")
     value = float(value)
     if not 0.0 <= value < 1.0:
@@ -149,7 +154,10 @@ def allocate(
     what: str = "the selected layers",
     tolerance: float = TOLERANCE,
 ) -> dict[str, int]:
-    """Split a whole-network reduction target into kept units per group.
+    """Split a whole-network reduction target into kept units per group (``target`` validated).
+
+    :func:`split_budget` with ``target`` checked by :func:`check_reduction` first; the front doors
+    check their request once and call :func:`split_budget` directly.
 
     Parameters
     ----------
@@ -178,7 +186,32 @@ def allocate(
     BudgetError
         If no removal order gets within ``tolerance`` of the target (and why).
     """
-    target = check_reduction(target)
+    return split_budget(
+        scores,
+        count_params,
+        total,
+        check_reduction(target),
+        min_keep=min_keep,
+        what=what,
+        tolerance=tolerance,
+    )
+
+
+def split_budget(
+    scores: Mapping[str, np.ndarray],
+    count_params: Callable[[dict[str, int]], int],
+    total: int,
+    target: float,
+    *,
+    min_keep: int = 1,
+    what: str = "the selected layers",
+    tolerance: float = TOLERANCE,
+) -> dict[str, int]:
+    """The allocator's walk (see the module docstring) for a ``target`` already validated.
+
+    Arguments, result and errors as for :func:`allocate`; ``target`` must be a float in
+    ``[0, 1)`` (checked once by the caller with :func:`check_reduction`).
+    """
     names = list(scores)
     kept = {g: len(scores[g]) for g in names}
     goal = (1.0 - target) * total

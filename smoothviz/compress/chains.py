@@ -117,7 +117,7 @@ class Reader:
 class ChannelGroup:
     """Channels that are cut together: writers, the channel-wise modules on them, and readers.
 
-    ``name`` (the first writer in graph order) is the key used by ``keep=`` arguments and in
+    ``name`` (the first writer in graph order) is the key used by ``channels=``/``keep=`` and in
     ``compression_info``. ``passthrough`` lists the BatchNorms and depthwise convs on the channels.
     """
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from smoothviz.compress.activations import GroupStats
 from smoothviz.compress.chains import ChannelGroup
-from smoothviz.compress.surgery import _per_channel
+from smoothviz.compress.surgery import per_channel
 
 IMPORTANCES = ("fisher", "activation", "bn_scale", "l1")
 NEEDS_CALIBRATION = ("fisher", "activation")
@@ -65,7 +65,7 @@ def channel_importance(
     total = np.zeros(group.channels)
     for r in group.readers:
         m = model.get_submodule(r.name)
-        w3 = _per_channel(m, m.weight.detach(), group.channels).double().cpu()
+        w3 = per_channel(m, m.weight.detach(), group.channels).double().cpu()
         if r.norm is not None:
             w3 = w3 * _bn_factor(model.get_submodule(r.norm))[:, None, None]
         total += stats.sources[r.source].variance() * (w3**2).sum((0, 2)).numpy()

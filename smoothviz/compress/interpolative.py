@@ -50,6 +50,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from smoothviz._validation import check_choice
 from smoothviz.compress.activations import (
     GroupStats,
     PairedStats,
@@ -57,11 +58,15 @@ from smoothviz.compress.activations import (
     group_statistics,
     paired_statistics,
 )
-from smoothviz.compress.budget import allocate, check_reachable, check_reduction, exactly_one
 from smoothviz.compress.calibration import check_calibration
 from smoothviz.compress.chains import ChannelGroup, ChannelPlan, GroupSearch, find_groups
-from smoothviz.compress.prune import budget_hints
-from smoothviz.compress.surgery import bias_readers, check_kept_counts, cut_group
+from smoothviz.compress.channel_request import (
+    channel_target,
+    kept_counts,
+    resolve_channel_request,
+)
+from smoothviz.compress.surgery import bias_readers, cut_group
+from smoothviz.compress.targets import renamed_keyword
 
 VARIANTS = ("corrected", "sequential", "one_shot")
 
@@ -223,39 +228,21 @@ def interpolative_factors(
     )
 
 
-def _kept_counts(
-    factors: IDFactors,
-    param_reduction: float | None,
-    tolerance: float | None,
-    keep: Mapping[str, int] | None,
-) -> dict[str, int]:
-    if keep is not None:
-        return {p: int(k) for p, k in keep.items()}
-    if tolerance is not None:
-        return {p: max(1, int((q.error_proxy() > tolerance).sum())) for p, q in factors.items()}
-    scores = {p: q.error_proxy() for p, q in factors.items()}
-    return allocate(
-        scores,
-        factors.plan.params,
-        factors.plan.total,
-        float(param_reduction),
-        what="the interpolative decomposition of these layers",
-    )
-
-
 def interpolative_compress(
     model: nn.Module,
     calibration: torch.Tensor | None = None,
     *,
     param_reduction: float | None = None,
-    tolerance: float | None = None,
-    keep: Mapping[str, int] | None = None,
+    rtol: float | None = None,
+    channels: Mapping[str, int] | None = None,
     variant: str = "corrected",
     compensate: bool = True,
     residual: bool = True,
     layers: Sequence[str] | str | None = None,
     factors: IDFactors | None = None,
     batch_size: int = 128,
+    tolerance: float | None = None,
+    keep: Mapping[str, int] | None = None,
 ) -> nn.Module:
     """Compress by interpolative decomposition of the activations; returns a new model.
 
@@ -270,10 +257,10 @@ def interpolative_compress(
         Whole-network target in [0, 1), split across groups by one global threshold on the error
         proxy ``|R[k,k] / R[0,0]|``; met within 1 pp or a :class:`BudgetError` names the layers
         left out and why.
-    tolerance
-        Per-group rule: keep the pivots whose ``|R[j,j] / R[0,0]|`` exceeds ``tolerance`` (in
-        [0, 1)); at least one channel stays.
-    keep
+    rtol
+        Per-group rule: keep the pivots whose ``|R[j,j] / R[0,0]|`` exceeds ``rtol`` (a relative
+        tolerance in [0, 1), as NumPy's ``matrix_rank``); at least one channel stays.
+    channels
         ``{group name: number of channels to keep}`` (a group is named by its first writer).
     variant
         ``"corrected"`` (default: sequential, each group's correction fitted to reproduce the
@@ -293,8 +280,10 @@ def interpolative_compress(
         ``layers``, ``residual`` and ``compensate`` are then those the factors were built with).
     batch_size
         Images per calibration forward pass.
+    tolerance, keep
+        Deprecated names of ``rtol`` and ``channels`` (a ``DeprecationWarning`` says so).
 
-    Exactly one of ``param_reduction``, ``tolerance`` and ``keep``.
+    Exactly one of ``param_reduction``, ``rtol`` and ``channels``.
 
     Returns
     -------
@@ -302,43 +291,34 @@ def interpolative_compress(
         The smaller copy; ``.compression_info`` holds the options, the kept channels per group
         and the skipped layers with their reasons.
     """
-    mode = exactly_one(param_reduction=param_reduction, tolerance=tolerance, keep=keep)
-    if mode == "param_reduction":
-        check_reduction(param_reduction)
-    elif mode == "tolerance":
-        check_reduction(tolerance, "tolerance")
-    elif not isinstance(keep, Mapping):
-        raise TypeError(f"keep must be a dict {{group name: channels to keep}}, got {keep!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    rtol = renamed_keyword("interpolative_compress", "tolerance", "rtol", tolerance, rtol)
+    channels = renamed_keyword("interpolative_compress", "keep", "channels", keep, channels)
+    target = channel_target(param_reduction, ("rtol", rtol), channels)
+    check_choice("variant", variant, VARIANTS)
     if factors is None:
         if calibration is None:
             raise TypeError("calibration is required unless cached factors are passed")
-        check_calibration(model, calibration)
         compensate = _check_flag(compensate, "compensate")
         residual = _check_flag(residual, "residual")
-        search = find_groups(model, layers, residual=residual)
-        plan = ChannelPlan(
-            model, search.groups, bias_readers(search.groups, model) if compensate else ()
-        )
+        search = plan = None
     else:
         if not isinstance(factors, IDFactors):
             raise TypeError(f"factors must come from interpolative_factors, got {factors!r}")
         search, plan, compensate = factors.search, factors.plan, factors.compensate
         layers, residual = factors.layers, factors.residual
-    groups = {g.name: g for g in search.groups}
-    if mode == "keep":
-        check_kept_counts(groups, keep)
-    if mode == "param_reduction":
-        reasons, include = budget_hints(model, search, layers, residual)
-        check_reachable(
-            param_reduction,
-            plan.total,
-            plan.min_params(),
-            "the interpolative decomposition of these layers",
-            left_out=reasons,
-            include=include,
-        )
+        calibration = None  # the factors keep theirs, checked when they were made
+    request = resolve_channel_request(
+        model,
+        target,
+        calibration=calibration,
+        layers=layers,
+        residual=residual,
+        compensate=compensate,
+        what="the interpolative decomposition of these layers",
+        search=search,
+        plan=plan,
+    )
+    groups, search = request.groups, request.search
     if factors is None:
         factors = interpolative_factors(
             model,
@@ -348,7 +328,11 @@ def interpolative_compress(
             compensate=compensate,
             batch_size=batch_size,
         )
-    kept_n = _kept_counts(factors, param_reduction, tolerance, keep)
+    kept_n = kept_counts(
+        request,
+        lambda: {p: q.error_proxy() for p, q in factors.items()},
+        lambda rtol: {p: max(1, int((q.error_proxy() > rtol).sum())) for p, q in factors.items()},
+    )
     new = copy.deepcopy(model)
     kept = {}
     for name, g in groups.items():  # graph order: earlier groups first

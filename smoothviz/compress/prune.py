@@ -37,23 +37,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from smoothviz._validation import check_choice, check_int
 from smoothviz.compress.activations import group_statistics
-from smoothviz.compress.budget import (
-    allocate,
-    check_reachable,
-    check_reduction,
-    exactly_one,
+from smoothviz.compress.budget import check_reachable, check_reduction, exactly_one
+from smoothviz.compress.chains import ChannelGroup, ChannelPlan, find_groups
+from smoothviz.compress.channel_request import (
+    channel_target,
+    kept_counts,
+    resolve_channel_request,
 )
-from smoothviz.compress.calibration import check_calibration
-from smoothviz.compress.chains import ChannelGroup, ChannelPlan, GroupSearch, find_groups
 from smoothviz.compress.importance import (
     IMPORTANCES,
     NEEDS_CALIBRATION,
     channel_importance,
     fisher_importance,
 )
-from smoothviz.compress.surgery import _check_keep, bias_readers, check_kept_counts, cut_group
-from smoothviz.layers import compressible_layers, layers_value, select_layers
+from smoothviz.compress.surgery import check_kept_indices, cut_group
+from smoothviz.compress.targets import renamed_keyword
+from smoothviz.layers import select_layers
 
 SCOPES = ("global", "layer")
 
@@ -100,8 +101,7 @@ def prune_magnitude(
     """
     mode = exactly_one(amount=amount, param_reduction=param_reduction)
     value = check_reduction(amount if mode == "amount" else param_reduction, mode)
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
+    check_choice("scope", scope, SCOPES)
     chosen = select_layers(model, layers)
     weights = [m.weight.detach() for _, m in chosen]
     n_sel = sum(w.numel() for w in weights)
@@ -142,19 +142,6 @@ def prune_magnitude(
     return new
 
 
-def budget_hints(
-    model: nn.Module, search: GroupSearch, layers: Sequence[str] | str | None, residual: bool
-) -> tuple[dict[str, str], str | None]:
-    """Layers a channel method leaves out (with reasons) and the ``layers=`` value adding some."""
-    chosen = {n for n, _ in select_layers(model, layers, method="channels")}
-    unchosen = [n for n, _ in compressible_layers(model) if n not in chosen]
-    everything = find_groups(model, "all", residual=residual).skipped if unchosen else {}
-    reasons = {n: everything.get(n, "not in layers=") for n in unchosen}
-    reasons.update(search.skipped)
-    addable = [n for n in unchosen if n not in everything]
-    return reasons, (layers_value(model, chosen | set(unchosen)) if addable else None)
-
-
 def drop_channels(
     model: nn.Module,
     keep: Mapping[str, Sequence[int]],
@@ -174,7 +161,7 @@ def drop_channels(
         Writer selection used to find the groups (default: every Conv2d/Linear).
     """
     groups = {g.name: g for g in find_groups(model, layers).groups}
-    _check_keep(groups, keep)
+    check_kept_indices(groups, keep)
     new = copy.deepcopy(model)
     for p, idx in keep.items():
         cut_group(new, groups[p], sorted(int(i) for i in idx))
@@ -190,8 +177,7 @@ def _check_channel_options(
 ) -> tuple[str, bool]:
     if importance is None:
         importance = "fisher" if calibration is not None else "bn_scale"
-    if importance not in IMPORTANCES:
-        raise ValueError(f"importance must be one of {list(IMPORTANCES)}, got {importance!r}")
+    check_choice("importance", importance, IMPORTANCES)
     if compensate is None:
         compensate = calibration is not None
     if not isinstance(compensate, bool):
@@ -235,12 +221,13 @@ def prune_channels(
     *,
     param_reduction: float | None = None,
     amount: float | None = None,
-    keep: Mapping[str, int] | None = None,
+    channels: Mapping[str, int] | None = None,
     importance: str | None = None,
     compensate: bool | None = None,
     residual: bool = True,
     layers: Sequence[str] | str | None = None,
     batch_size: int = 128,
+    keep: Mapping[str, int] | None = None,
 ) -> nn.Module:
     """Structured channel pruning that physically removes channels; returns a new model.
 
@@ -258,7 +245,7 @@ def prune_channels(
         a :class:`BudgetError` names the layers left out and why.
     amount
         Fraction in [0, 1) of the channels to remove from every group (at least one stays).
-    keep
+    channels
         ``{group name: number of channels to keep}`` (a group is named by its first writer; the
         others keep all); the most important channels stay. For allocations made elsewhere, e.g.
         by measured sensitivity.
@@ -279,8 +266,10 @@ def prune_channels(
         listed in ``compression_info["skipped"]``.
     batch_size
         Images per calibration forward pass.
+    keep
+        Deprecated name of ``channels`` (a ``DeprecationWarning`` says so).
 
-    Exactly one of ``param_reduction``, ``amount`` and ``keep``.
+    Exactly one of ``param_reduction``, ``amount`` and ``channels``.
 
     Returns
     -------
@@ -288,33 +277,20 @@ def prune_channels(
         The smaller copy; ``.compression_info`` holds the options, the kept channels per group
         and the skipped layers with their reasons.
     """
-    mode = exactly_one(param_reduction=param_reduction, amount=amount, keep=keep)
-    if mode != "keep":
-        value = check_reduction(param_reduction if mode == "param_reduction" else amount, mode)
-    elif not isinstance(keep, Mapping):
-        raise TypeError(f"keep must be a dict {{group name: channels to keep}}, got {keep!r}")
+    channels = renamed_keyword("prune_channels", "keep", "channels", keep, channels)
+    target = channel_target(param_reduction, ("amount", amount), channels)
     importance, compensate = _check_channel_options(importance, compensate, calibration)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if calibration is not None:
-        check_calibration(model, calibration)
-    search = find_groups(model, layers, residual=residual)
-    groups = {g.name: g for g in search.groups}
-    if mode == "keep":
-        check_kept_counts(groups, keep)
-    plan = ChannelPlan(
-        model, search.groups, bias_readers(search.groups, model) if compensate else ()
+    batch_size = check_int("batch_size", batch_size, low=1)
+    request = resolve_channel_request(
+        model,
+        target,
+        calibration=calibration,
+        layers=layers,
+        residual=residual,
+        compensate=compensate,
+        what="structured pruning of these layers",
     )
-    if mode == "param_reduction":
-        reasons, include = budget_hints(model, search, layers, residual)
-        check_reachable(
-            value,
-            plan.total,
-            plan.min_params(),
-            "structured pruning of these layers",
-            left_out=reasons,
-            include=include,
-        )
+    search, groups, plan = request.search, request.groups, request.plan
     stats = None
     if importance in NEEDS_CALIBRATION or compensate:
         stats = group_statistics(model, calibration, search.groups, batch_size=batch_size)
@@ -331,14 +307,13 @@ def prune_channels(
         order = np.argsort(-score, kind="stable")
         orders[name] = order
         scores[name] = allocation_scores(score[order], importance, plan, g)
-    if mode == "param_reduction":
-        kept_n = allocate(
-            scores, plan.params, plan.total, value, what="structured pruning of these layers"
-        )
-    elif mode == "amount":
-        kept_n = {p: max(1, g.channels - round(value * g.channels)) for p, g in groups.items()}
-    else:
-        kept_n = {p: int(k) for p, k in keep.items()}
+    kept_n = kept_counts(
+        request,
+        lambda: scores,
+        lambda amount: {
+            p: max(1, g.channels - round(amount * g.channels)) for p, g in groups.items()
+        },
+    )
     kept = {p: np.sort(orders[p][:n]).tolist() for p, n in kept_n.items()}
     new = copy.deepcopy(model)
     for p, idx in kept.items():

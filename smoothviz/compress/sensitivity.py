@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smoothviz._validation import is_int
 from smoothviz.compress.calibration import check_calibration
 
 DEFAULT_FRACTIONS = (1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8)
@@ -124,9 +125,11 @@ def measure_sensitivity(
     if missing:
         raise ValueError(f"max_sizes: no full size given for groups {missing}")
     for g, sizes in candidates.items():
-        bad = [k for k in sizes if isinstance(k, bool) or not 1 <= int(k) < max_sizes[g]]
+        bad = [k for k in sizes if not is_int(k) or not 1 <= k < max_sizes[g]]
         if bad:
-            raise ValueError(f"candidates[{g!r}]: sizes {bad} are not in [1, {max_sizes[g] - 1}]")
+            raise ValueError(
+                f"candidates[{g!r}]: sizes {bad} are not ints in [1, {max_sizes[g] - 1}]"
+            )
     x = calibration if images is None else calibration[:images]
     was_training = model.training
     model.eval()

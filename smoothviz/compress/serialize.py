@@ -2,7 +2,7 @@
 
 ``save_compressed(model, "m.pt", arch=...)`` writes ``m.pt`` (the state_dict, via
 ``torch.save``) and ``m.json`` (format version, the architecture to rebuild, and the constructor
-arguments of every Conv2d, Linear, BatchNorm and :class:`~smoothviz.compress.svd.Factorized`
+arguments of every Conv2d, Linear, BatchNorm and :class:`~smoothviz.compress.factorized.Factorized`
 module, which captures factorised layers and cut channels alike, plus which weights are sparse).
 ``load_compressed`` rebuilds the architecture, swaps in modules of the recorded shapes, and loads
 the weights with ``torch.load(weights_only=True)``: no pickled objects are ever executed. Both files
@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from smoothviz.atomic import atomic_torch_save, atomic_write_text
-from smoothviz.compress.svd import Factorized
+from smoothviz.compress.factorized import Factorized
+from smoothviz.layers import set_submodule
 
 FORMAT = "smoothviz.compressed/1"
 
@@ -176,10 +177,7 @@ def load_compressed(path: str | Path, base: nn.Module | None = None) -> nn.Modul
             "architecture>"
         )
     for spec in description["modules"]:
-        name = spec["name"]
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, _build(spec))
+        set_submodule(model, spec["name"], _build(spec))
     state = torch.load(pt, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     if description.get("sparse_parameters"):

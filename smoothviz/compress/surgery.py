@@ -19,10 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from smoothviz._validation import check_int
 from smoothviz.compress.chains import ChannelGroup, Reader
 
 
-def _check_keep(groups: Mapping[str, ChannelGroup], keep: Mapping[str, Sequence[int]]) -> None:
+def check_kept_indices(
+    groups: Mapping[str, ChannelGroup], keep: Mapping[str, Sequence[int]]
+) -> None:
+    """Validate ``keep={group name: channel indices to keep}`` (distinct, in range, at least one)."""
     if not isinstance(keep, Mapping):
         raise TypeError(f"keep must be a dict {{group name: channel indices}}, got {keep!r}")
     unknown = [p for p in keep if p not in groups]
@@ -45,15 +49,15 @@ def _check_keep(groups: Mapping[str, ChannelGroup], keep: Mapping[str, Sequence[
             )
 
 
-def check_kept_counts(groups: Mapping[str, ChannelGroup], keep: Mapping[str, int]) -> None:
-    """Validate ``keep={group name: number of channels to keep}``."""
-    unknown = [p for p in keep if p not in groups]
+def check_kept_counts(
+    groups: Mapping[str, ChannelGroup], kept: Mapping[str, int], name: str = "channels"
+) -> None:
+    """Validate ``kept={group name: number of channels to keep}`` (``name``: the keyword)."""
+    unknown = [p for p in kept if p not in groups]
     if unknown:
-        raise ValueError(f"keep: {unknown} are not prunable producers; allowed: {list(groups)}")
-    for p, k in keep.items():
-        c = groups[p].channels
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= c:
-            raise ValueError(f"keep[{p!r}] must be an int in [1, {c}], got {k!r}")
+        raise ValueError(f"{name}: {unknown} are not prunable producers; allowed: {list(groups)}")
+    for p, k in kept.items():
+        check_int(f"{name}[{p!r}]", k, low=1, high=groups[p].channels)
 
 
 def _slice_out(m: nn.Module, idx: torch.Tensor) -> None:
@@ -81,7 +85,7 @@ def _input_index(reader: Reader, idx: torch.Tensor) -> torch.Tensor:
     return (idx[:, None] * f + torch.arange(f, device=idx.device)[None, :]).flatten()
 
 
-def _per_channel(m: nn.Module, w: torch.Tensor, channels: int) -> torch.Tensor:
+def per_channel(m: nn.Module, w: torch.Tensor, channels: int) -> torch.Tensor:
     """A reader's weight as ``(out, C, taps)``: channel ``c``'s kernel taps or flattened features."""
     return w.reshape(w.shape[0], channels, -1)
 
@@ -151,7 +155,7 @@ def cut_group(
             if t is None:
                 new_w = w[:, _input_index(reader, idx)].clone()
             else:
-                w3 = _per_channel(m, w, group.channels)  # (out, C, taps)
+                w3 = per_channel(m, w, group.channels)  # (out, C, taps)
                 new_w = torch.einsum("sc,oct->ost", t.to(w), w3)
                 if isinstance(m, nn.Conv2d):
                     new_w = new_w.reshape(w.shape[0], len(idx), *w.shape[2:])
