@@ -155,9 +155,7 @@ def run() -> dict[str, Any]:
                     m, cal, param_reduction=0.3, variant=v
                 ),
             )
-        case(
-            f"{tname}/interpolative-tol", lambda m=m: interpolative_compress(m, cal, tolerance=0.05)
-        )
+        case(f"{tname}/interpolative-tol", lambda m=m: interpolative_compress(m, cal, rtol=0.05))
         case(
             f"{tname}/prune_channels-0.99",
             lambda m=m: prune_channels(m, cal, param_reduction=0.99),
@@ -172,7 +170,7 @@ def run() -> dict[str, Any]:
             "ranks": dict(rank_ex.ranks),
             "sha256": state_hash(rank_ex.compressed_model()),
         }
-    prune_ex = PruneExplorer(models, data, ratio=0.4, settle_seconds=None)
+    prune_ex = PruneExplorer(models, data, param_reduction=0.4, settle_seconds=None)
     for method in prune_ex.method.options:
         prune_ex.method.value = method
         small = prune_ex.compressed_model()

@@ -236,7 +236,7 @@ explorer""",
         ("markdown", "## Pruning"),
         (
             "code",
-            """pruner = PruneExplorer(models, data, ratio=params.prune_ratio,
+            """pruner = PruneExplorer(models, data, param_reduction=params.prune_ratio,
                        drag_subset=params.drag_subset, seed=params.seed)
 pruner""",
         ),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -55,7 +53,9 @@ def test_the_energy_rule_is_the_one_svd_and_analysis_use(cnn):
         rank_for_energy([1.0], 0)
 
 
-# The rank explorer's allocator (smoothviz/widgets.py RankExplorer.allocate) by its labels there.
+# RankExplorer.allocate's old method names and the allocations they now map to. That the explorer
+# chose exactly these ranks before it called closest_ranks is checked by
+# benchmarks/behaviour_check.py (the explorer's ranks under each drop-down label).
 WIDGET_LABELS = {"global": "energy", "energy": "uniform_energy", "fraction": "uniform_rank"}
 
 
@@ -67,13 +67,15 @@ def explorer(cnn, mini_data):
 
 
 @pytest.mark.parametrize("old, new", WIDGET_LABELS.items())
-def test_explorer_allocations_give_exactly_the_widgets_ranks(explorer, old, new):
+def test_the_explorers_old_method_names_still_work_and_warn(explorer, old, new):
     assert set(WIDGET_LABELS.values()) == set(EXPLORER_ALLOCATIONS)
     for target in (0.0, 0.15, 0.4, 0.6, 0.8, 0.95):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the widget's old calls
-            expected = explorer.allocate(target, old)
-        assert closest_ranks(explorer.factors, target, new) == expected, (old, target)
+        with pytest.warns(DeprecationWarning, match="use allocation= instead"):
+            by_old_name = explorer.allocate(target, method=old)
+        assert by_old_name == explorer.allocate(target, new)
+        assert by_old_name == closest_ranks(explorer.factors, target, new), (old, target)
+    with pytest.raises(ValueError, match="method must be one of"):
+        explorer.allocate(0.5, method="fancy")
 
 
 def test_explorer_allocations_meet_the_budget_where_they_can(cnn):

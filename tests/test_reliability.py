@@ -598,10 +598,11 @@ BAD_INPUT: list[Case] = [
          r"models must be an nn.Module or a non-empty mapping"),
     Case("widget/rank-reduction-out-of-range", lambda: _widget("RankExplorer", param_reduction=1.5),
          ValueError, r"param_reduction must be .*got 1.5"),
-    Case("widget/prune-ratio-out-of-range", lambda: _widget("PruneExplorer", ratio=2.0),
-         ValueError, r"ratio must be .*got 2.0"),
-    Case("widget/prune-ratio-string", lambda: _widget("PruneExplorer", ratio="half"),
-         (TypeError, ValueError), r"ratio must be .*got 'half'"),
+    Case("widget/prune-reduction-out-of-range",
+         lambda: _widget("PruneExplorer", param_reduction=2.0),
+         ValueError, r"param_reduction must be .*got 2.0"),
+    Case("widget/prune-reduction-string", lambda: _widget("PruneExplorer", param_reduction="half"),
+         (TypeError, ValueError), r"param_reduction must be .*got 'half'"),
 ]  # fmt: skip
 
 

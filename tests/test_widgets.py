@@ -59,13 +59,25 @@ def test_rank_explorer_readouts_follow_the_sliders(trained, mini_data):
 
 
 def test_prune_explorer_readouts_follow_the_slider(trained, mini_data):
-    ex = PruneExplorer({"a": trained}, mini_data, ratio=0.0, drag_subset=100, settle_seconds=None)
+    ex = PruneExplorer(
+        {"a": trained}, mini_data, param_reduction=0.0, drag_subset=100, settle_seconds=None
+    )
     acc0, params0 = _pct(ex.accuracy_label), _params(ex.params_label)
-    ex.ratio.value = 0.7
+    ex.reduction.value = 0.7
     assert _params(ex.params_label) < params0
     assert _pct(ex.accuracy_label) != acc0
     ex.method.value = list(PRUNE_METHODS)[1]
     assert ex.summary().loc[0, "method"] == list(PRUNE_METHODS)[1]
+
+
+def test_prune_explorers_old_ratio_keyword_still_works_and_warns(trained, mini_data):
+    with pytest.warns(DeprecationWarning, match="use param_reduction= instead"):
+        ex = PruneExplorer(
+            {"a": trained}, mini_data, ratio=0.3, drag_subset=50, settle_seconds=None
+        )
+    assert ex.reduction.value == 0.3 and ex.ratio is ex.reduction
+    with pytest.raises(TypeError, match="not both"):
+        PruneExplorer(trained, mini_data, ratio=0.3, param_reduction=0.3, settle_seconds=None)
 
 
 def test_callback_errors_are_shown_in_the_widget(trained, mini_data, monkeypatch):
@@ -191,7 +203,7 @@ def test_one_evaluation_per_user_move(trained, mini_data, evaluations):
     assert calls == ["full"] * 4 and ex.last["full"]
     pruner = PruneExplorer(trained, mini_data, drag_subset=100, settle_seconds=None)
     calls.clear()
-    pruner.ratio.value = 0.3
+    pruner.reduction.value = 0.3
     pruner.method.value = list(PRUNE_METHODS)[1]
     assert calls == ["full", "full"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-import traceback
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from torch import nn
 
 from smoothviz._validation import check_int, check_number
 from smoothviz.data import ImageData
+from smoothviz.errors import error_text
 from smoothviz.explore.incremental import IncrementalEvaluator
 from smoothviz.explore.live_figure import LiveFigure
 from smoothviz.measure import count_params
@@ -53,11 +53,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         except RuntimeError:
             return None
     return loop if loop.is_running() else None
-
-
-# replaced by the public error_text (one for the package, from the report work) once it lands
-def _error_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 class Explorer:
@@ -270,14 +265,14 @@ class Explorer:
         self.image.value = self._figure_png()
 
     def _fail(self, exc: BaseException) -> None:
-        text = _error_text(exc)
+        text = error_text(exc)
         self._fail_text(text)
         self.last = {"error": text}
 
     def _choice_failed(self, exc: BaseException) -> None:
         """The current controls name no choice (e.g. a budget out of reach): say why, keep the
         last measurement; :meth:`summary` raises it until the choice is made by hand."""
-        self.choice_error = _error_text(exc)
+        self.choice_error = error_text(exc)
         self._fail_text(self.choice_error)
 
     def _fail_text(self, text: str) -> None:

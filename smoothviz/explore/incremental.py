@@ -47,18 +47,12 @@ from smoothviz.explore.module_tools import (
     with_batchnorm_folded,
     writes_in_place,
 )
+from smoothviz.layers import set_submodule
 
 # Keep activations before a just-changed layer only if at least this share of the compute runs
 # before it (else recomputing is cheap, and the memory is better spent on deeper points).
 MIN_SAVED_WORK = 0.1
 MAX_WANTED = 2  # per input set, the recent start points that get memory first
-
-
-# replaced by the public set_submodule (from the compress work) once it lands
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Put ``new`` where the dotted ``name`` points inside ``model``."""
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 class IncrementalEvaluator:
@@ -399,7 +393,7 @@ class IncrementalEvaluator:
             if not self.traced:
                 for name, module in modules.items():
                     new = self._convert(copy.deepcopy(module).eval())
-                    _set_submodule(self._work, name, new)
+                    set_submodule(self._work, name, new)
                     self._version[name] = next(self._versions)
                 return
             for name, module in modules.items():

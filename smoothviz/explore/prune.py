@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from smoothviz.compress.prune import prune_channels, prune_magnitude
+from smoothviz.compress.targets import renamed_keyword
 from smoothviz.data import ImageData
 from smoothviz.explore.base import Explorer
 from smoothviz.explore.incremental import IncrementalEvaluator
@@ -47,15 +48,16 @@ class PruneExplorer(Explorer):
         The dataset whose test split is measured.
     layers
         Layer selection as in :func:`smoothviz.layers.select_layers`.
-    ratio
-        Initial fraction of the whole model's parameters to remove.
+    param_reduction
+        Initial fraction of the whole model's parameters to remove (``ratio=`` is its old name,
+        accepted for one release with a ``DeprecationWarning``).
     drag_subset, settle_seconds, seed, cache_mb
         As for :class:`RankExplorer`.
 
     Attributes
     ----------
-    ratio, method
-        The controls; ``accuracy_label``, ``params_label``, ``status``, ``image`` and ``widget`` as
+    reduction, method
+        The controls (``ratio`` is the old name of ``reduction``); ``accuracy_label``, ``params_label``, ``status``, ``image`` and ``widget`` as
         for :class:`RankExplorer`.
     """
 
@@ -65,13 +67,18 @@ class PruneExplorer(Explorer):
         data: ImageData,
         *,
         layers: Any = None,
-        ratio: float = 0.5,
+        param_reduction: float | None = None,
+        ratio: float | None = None,
         drag_subset: int = 500,
         settle_seconds: float | None = 0.4,
         seed: int = 0,
         cache_mb: float = 512.0,
     ) -> None:
-        check_slider_fraction("ratio", ratio)
+        param_reduction = renamed_keyword(
+            "PruneExplorer", "ratio", "param_reduction", ratio, param_reduction
+        )
+        param_reduction = 0.5 if param_reduction is None else param_reduction
+        check_slider_fraction("param_reduction", param_reduction)
         super().__init__(
             models,
             data,
@@ -82,20 +89,20 @@ class PruneExplorer(Explorer):
         )
         self.layers = layers
         self._layer_names = [n for n, _ in select_layers(next(iter(self.models.values())), layers)]
-        self.ratio = W.FloatSlider(
-            value=ratio,
+        self.reduction = W.FloatSlider(
+            value=param_reduction,
             min=0.0,
             max=SLIDER_MAX,
             step=0.01,
-            description="ratio",
+            description="reduction",
             readout_format=".0%",
             continuous_update=True,
             layout=W.Layout(width="420px"),
         )
         self.method = W.Dropdown(options=list(PRUNE_METHODS), description="method")
-        for w in (self.ratio, self.method, self.model_select):
+        for w in (self.reduction, self.method, self.model_select):
             w.observe(self._changed, names="value")
-        controls = [self.ratio, self.method]
+        controls = [self.reduction, self.method]
         if len(self.models) > 1:
             controls.insert(0, self.model_select)
         self.widget = W.VBox(
@@ -109,20 +116,25 @@ class PruneExplorer(Explorer):
         self._pruned: tuple[Any, nn.Module] | None = None
         self._changed(settle=False)
 
+    @property
+    def ratio(self) -> W.FloatSlider:
+        """The old name of :attr:`reduction` (the whole-network reduction slider)."""
+        return self.reduction
+
     def settings(self) -> dict[str, Any]:
         return {
             "model": self.model_select.value,
             "method": self.method.value,
-            "target_reduction": self.ratio.value,
+            "target_reduction": self.reduction.value,
         }
 
     def compressed_model(self) -> nn.Module:
         """A pruned copy of the current model at the current ratio and method."""
-        key = (self.model_select.value, self.method.value, self.ratio.value)
+        key = (self.model_select.value, self.method.value, self.reduction.value)
         if self._pruned is not None and self._pruned[0] == key:
             return self._pruned[1]
         method = _PRUNERS[PRUNE_METHODS[self.method.value]]
-        pruned = method(self.model, param_reduction=self.ratio.value, layers=self.layers)
+        pruned = method(self.model, param_reduction=self.reduction.value, layers=self.layers)
         self._pruned = (key, pruned)
         return pruned
 
@@ -159,7 +171,7 @@ class PruneExplorer(Explorer):
     def _refresh(self, artists: dict[str, Any]) -> None:
         for bar, fraction in zip(artists["bars"], self._kept_fractions(), strict=True):
             bar.set_height(fraction)
-        title = f"{self.method.value} at {100 * self.ratio.value:.0f} %"
+        title = f"{self.method.value} at {100 * self.reduction.value:.0f} %"
         if self.last.get("test_acc") is not None:
             title += (
                 f": test accuracy {100 * self.last['test_acc']:.2f} % "

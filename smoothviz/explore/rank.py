@@ -13,32 +13,33 @@ from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as W
-import numpy as np
 import pandas as pd
 from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from torch import nn
 
 from smoothviz._validation import check_int
-from smoothviz.compress.budget import BudgetError, allocate
+from smoothviz.compress.rank_allocation import closest_ranks
 from smoothviz.compress.svd import (
-    LayerFactors,
-    SVDFactors,
     compress_from_factors,
     factorize_layer,
     svd_factors,
 )
+from smoothviz.compress.targets import renamed_keyword
 from smoothviz.data import ImageData
 from smoothviz.explore.base import Explorer
 from smoothviz.explore.incremental import IncrementalEvaluator
 from smoothviz.notebook_params import SLIDER_MAX, check_slider_fraction
 from smoothviz.plots import DENSE_COLOR, FACTORIZED_COLOR, plot_kept_ranks, plot_spectrum
 
+# Drop-down label -> allocation of smoothviz.compress.rank_allocation.closest_ranks.
 ALLOCATIONS = {
-    "svd · global σ² threshold": "global",
-    "svd · equal kept energy per layer": "energy",
-    "svd · equal rank fraction per layer": "fraction",
+    "svd · global σ² threshold": "energy",
+    "svd · equal kept energy per layer": "uniform_energy",
+    "svd · equal rank fraction per layer": "uniform_rank",
 }
+# The names RankExplorer.allocate took before the package's one vocabulary (docs/methods.md).
+_OLD_ALLOCATION_NAMES = {"global": "energy", "energy": "uniform_energy", "fraction": "uniform_rank"}
 
 
 class RankExplorer(Explorer):
@@ -168,16 +169,33 @@ class RankExplorer(Explorer):
         """The current rank of every layer."""
         return {name: s.value for name, s in self.rank_sliders.items()}
 
-    def allocate(self, param_reduction: float, method: str = "global") -> dict[str, int]:
-        """Per-layer ranks for a whole-network reduction, split by ``method``.
+    def allocate(
+        self, param_reduction: float, allocation: str | None = None, *, method: str | None = None
+    ) -> dict[str, int]:
+        """Per-layer ranks for a whole-network reduction, split by ``allocation``.
 
-        ``"global"``: one threshold on ``σ² / Σσ²`` across layers (what ``svd_compress`` does; where
-        that cannot meet the target within 1 pp, the closest split is taken and the parameter
-        readout shows what was reached);
-        ``"energy"``: the same kept energy in every layer; ``"fraction"``: the same fraction of each
-        layer's full rank. The last two search the shared level that meets the budget best.
+        ``"energy"`` (default): one threshold on ``σ² / Σσ²`` across layers (what
+        ``svd_compress`` does; where that cannot meet the target within 1 pp, the closest split is
+        taken and the parameter readout shows what was reached); ``"uniform_energy"``: the same
+        kept energy in every layer; ``"uniform_rank"``: the same fraction of each layer's full
+        rank. See :func:`smoothviz.compress.rank_allocation.closest_ranks`.
+
+        ``method=`` (``"global"``, ``"energy"``, ``"fraction"``) is the old name of this
+        argument and its values, accepted for one release with a ``DeprecationWarning``.
         """
-        return _allocate_ranks(self.factors, param_reduction, method)
+        if method is not None:
+            if method not in _OLD_ALLOCATION_NAMES:
+                raise ValueError(
+                    f"method must be one of {list(_OLD_ALLOCATION_NAMES)}, got {method!r}"
+                )
+            allocation = renamed_keyword(
+                "RankExplorer.allocate",
+                "method",
+                "allocation",
+                _OLD_ALLOCATION_NAMES[method],
+                allocation,
+            )
+        return closest_ranks(self.factors, param_reduction, allocation or "energy")
 
     def _allocation(self) -> dict[str, int]:
         """:meth:`allocate` for the current controls, remembered (a drag revisits values)."""
@@ -242,7 +260,7 @@ class RankExplorer(Explorer):
         for name, rank in ranks.items():
             f = factors[name]
             check_int(f"rank of {name!r}", rank, low=1, high=f.max_rank)
-            used = rank if _factorized(f, rank) else None
+            used = rank if f.factorizes_at(rank) else None
             if name not in installed or installed[name] != used:
                 original = self.model.get_submodule(name)
                 changed[name] = original if used is None else factorize_layer(original, used, f)
@@ -282,7 +300,7 @@ class RankExplorer(Explorer):
                     "layer": name,
                     "rank": rank,
                     "full_rank": factors[name].max_rank,
-                    "factorized": _factorized(factors[name], rank),
+                    "factorized": factors[name].factorizes_at(rank),
                 }
                 for name, rank in self.ranks.items()
             ]
@@ -301,7 +319,7 @@ class RankExplorer(Explorer):
         for bar, (name, r) in zip(artists["bars"], ranks.items(), strict=True):
             f = factors[name]
             bar.set_height(r / f.max_rank)
-            bar.set_color(FACTORIZED_COLOR if _factorized(f, r) else DENSE_COLOR)
+            bar.set_color(FACTORIZED_COLOR if f.factorizes_at(r) else DENSE_COLOR)
         text = f"{self.model_select.value}: measuring…"
         if self.last.get("test_acc") is not None:
             text = (
@@ -358,7 +376,7 @@ def _resolve_factors(models: Mapping[str, nn.Module], factors: Any, layers: Any)
 # check once that is public.
 def _check_factors(name: str, model: nn.Module, factors: Any) -> None:
     """``factors`` has the interface the explorer uses and matches ``model``'s layers."""
-    needed = ("params_at", "ranks_for_reduction", "ranks_for_energy", "total_params")
+    needed = ("params_at", "total_params")
     missing = [a for a in needed if not hasattr(factors, a)]
     if missing or not isinstance(factors, Mapping):
         raise TypeError(
@@ -374,47 +392,3 @@ def _check_factors(name: str, model: nn.Module, factors: Any) -> None:
                 f"factors: layer {layer!r} of model {name!r} does not match the factors "
                 f"(weight shape {tuple(f.weight_shape)}); compute them from this model"
             )
-
-
-# replaced by LayerFactors.factorizes_at(rank) (compress/factorized.py) once it lands
-def _factorized(f: LayerFactors, rank: int) -> bool:
-    """The layer is factorised at ``rank``: that saves parameters and the rank is below full."""
-    return rank <= f.break_even_rank and rank < f.max_rank
-
-
-# replaced by the three modes of compress/rank_allocation.py once it lands
-def _allocate_ranks(factors: SVDFactors, param_reduction: float, method: str) -> dict[str, int]:
-    """Per-layer ranks for a whole-network reduction, split by ``method`` (see
-    :meth:`RankExplorer.allocate`)."""
-    if method == "global":
-        try:
-            return factors.ranks_for_reduction(param_reduction)
-        except BudgetError:  # not reachable within 1 pp: take the closest split there is
-            scores = {name: f.energy() for name, f in factors.items()}
-            return allocate(
-                scores,
-                factors.params_at,
-                factors.total_params,
-                param_reduction,
-                tolerance=1.0,
-            )
-    goal = (1.0 - param_reduction) * factors.total_params
-    if method == "energy":
-
-        def ranks_at(level: float) -> dict[str, int]:
-            return factors.ranks_for_energy(level)
-    elif method == "fraction":
-
-        def ranks_at(level: float) -> dict[str, int]:
-            return {
-                n: max(1, min(f.max_rank, round(level * f.max_rank))) for n, f in factors.items()
-            }
-    else:
-        raise ValueError(f"method must be one of {list(ALLOCATIONS.values())}, got {method!r}")
-    best = None
-    for level in np.linspace(1e-3, 1.0, 400):  # params grow with the level; pick the closest
-        ranks = ranks_at(float(level))
-        gap = abs(factors.params_at(ranks) - goal)
-        if best is None or gap < best[0]:
-            best = (gap, ranks)
-    return best[1]
