@@ -20,6 +20,7 @@ TOY_ARGS += ["--reductions", "0.5", "0.7"]
 
 @pytest.fixture
 def lambda_sweep(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its sibling modules (_common, ...)
     spec = importlib.util.spec_from_file_location(
         "lambda_sweep", ROOT / "benchmarks/lambda_sweep.py"
     )
