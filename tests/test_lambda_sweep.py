@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("distributed")  # a declared dependency: absent only in a broken install
+# Trainings, and a Dask LocalCluster of two worker processes.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds per training: an mlp on the embedded subset, one regulariser at one weight.
