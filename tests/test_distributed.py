@@ -307,6 +307,7 @@ def test_without_bokeh_at_the_scheduler_the_dashboard_is_said_to_be_unavailable(
     assert distributed.dashboard_message(with_dashboard).endswith("http://h:8787/status")
 
 
+@pytest.mark.slow  # a Dask client waits out its 2 s connection timeout
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
     request = distributed.ClusterRequest(scheduler="tcp://127.0.0.1:9")
     with pytest.raises(ConfigError, match="could not reach the Dask scheduler"):
