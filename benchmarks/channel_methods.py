@@ -14,10 +14,12 @@ small CNN (width 16, 4 epochs, embedded data), compress at 30/50/70/85 % fewer p
 and measure the test accuracy straight after compression (no gradient step, no BatchNorm
 re-estimation). Calibration: 512 training images (the sweep's choice). Writes
 ``channel_methods.json`` (rows + provenance) and ``channel_methods.md`` under ``--out``.
-Rows are appended to ``--partial`` as they finish so an interrupted run resumes where it stopped.
+Rows are appended to ``--partial`` (a resume store, ``_common.ResumeStore``: one JSON row per
+line) as they finish so an interrupted run resumes where it stopped.
 
 Run from the repository root: ``python benchmarks/channel_methods.py`` (CPU; hours under load,
-the checkpoints are loaded from the cache or trained first).
+the checkpoints are loaded from the cache or trained first). ``--render-only [JSON]`` rewrites
+the Markdown from a stored result.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import Results, ResumeStore, add_render_only, provenance, render_source
 from tqdm.auto import tqdm
 
-from smoothviz.atomic import atomic_write_text
 from smoothviz.compress import (
     BudgetError,
     interpolative_compress,
@@ -40,14 +42,13 @@ from smoothviz.compress import (
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
 from smoothviz.measure import count_params, evaluate
-from smoothviz.provenance import environment_info
+from smoothviz.presets import BENCHMARK_MODEL
 from smoothviz.training import train
 
 REDUCTIONS = (0.3, 0.5, 0.7, 0.85)
-RESNET = dict(dataset="fashion-mnist", model="resnet18", width=16, epochs=4, train_subset=20000)
 MODELS = {
-    "resnet18-w16 baseline": TrainConfig(**RESNET),
-    "resnet18-w16 first_order=0.02": TrainConfig(**RESNET, first_order=0.02),
+    "resnet18-w16 baseline": TrainConfig(**BENCHMARK_MODEL),
+    "resnet18-w16 first_order=0.02": TrainConfig(**BENCHMARK_MODEL, first_order=0.02),
     "cnn-w16 baseline": TrainConfig(model="cnn", width=16, epochs=4),
 }
 
@@ -129,7 +130,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="compute nothing: write the results from the rows in these partial (.jsonl) or "
         "results (.json) files; settings not measured stay empty",
     )
+    add_render_only(p)
     return p.parse_args(argv)
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["model"], row["setting"], row["target_reduction"])
 
 
 def compress(model, s: dict, target: float, calibration, cache: dict):
@@ -152,7 +158,23 @@ def compress(model, s: dict, target: float, calibration, cache: dict):
     )
 
 
-def markdown(rows: list[dict], env: dict, args, uncompressed: dict) -> str:
+def render(payload: dict) -> str:
+    """The Markdown of a stored result (what ``write_results`` writes beside its JSON)."""
+    arguments = payload["arguments"]
+    return markdown(
+        payload["rows"],
+        payload["provenance"],
+        payload["uncompressed_test_acc"],
+        calibration_size=arguments["calibration_size"],
+        assembled=bool(arguments.get("report_only")),
+    )
+
+
+def markdown(
+    rows: list[dict], env: dict, uncompressed: dict, *, calibration_size: int, assembled: bool
+) -> str:
+    """The tables, one per model: each setting's accuracy at each target (``assembled``: the
+    rows were gathered by ``--report-only`` from separate runs)."""
     lines = [
         "# Channel methods without fine-tuning",
         "",
@@ -161,12 +183,12 @@ def markdown(rows: list[dict], env: dict, args, uncompressed: dict) -> str:
         "",
         "Test accuracy straight after compression (no gradient step, no BatchNorm "
         "re-estimation); columns are the whole-network parameter-reduction targets (met within "
-        f"1 pp); {args.calibration_size} training images for calibration. In brackets: the change "
+        f"1 pp); {calibration_size} training images for calibration. In brackets: the change "
         "against the uncompressed model in percentage points. `comp`: bias compensation, `res`: "
         "residual groups. Produced by `python benchmarks/channel_methods.py`.",
         "",
     ]
-    if args.report_only:
+    if assembled:
         lines[-1:-1] = [
             "Assembled with `--report-only` from rows measured in separate runs of the same "
             "script; an empty cell was not measured.",
@@ -200,11 +222,10 @@ def markdown(rows: list[dict], env: dict, args, uncompressed: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict], uncompressed: dict, args) -> None:
+def write_results(rows: list[dict], uncompressed: dict, args, argv=None) -> None:
     """JSON (rows + provenance) and the Markdown tables under ``args.out``."""
-    env = environment_info("cpu")
     payload = {
-        "provenance": env,
+        "provenance": provenance("cpu", script=__file__, argv=argv),
         "arguments": {
             k: [str(x) for x in v] if isinstance(v, list) else str(v) if isinstance(v, Path) else v
             for k, v in vars(args).items()
@@ -213,22 +234,22 @@ def write_results(rows: list[dict], uncompressed: dict, args) -> None:
         "uncompressed_test_acc": uncompressed,
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"{args.name}.json", json.dumps(payload, indent=1))
-    atomic_write_text(args.out / f"{args.name}.md", markdown(rows, env, args, uncompressed))
-    print((args.out / f"{args.name}.md").read_text())
+    results = Results(args.out, args.name)
+    results.write_json(payload)
+    results.write_markdown(render(payload))
+    print(results.path("md").read_text())
 
 
-def report_only(args) -> None:
+def report_only(args, argv=None) -> None:
     """Results from the rows already measured (in plan order; cells not measured stay empty)."""
     found = {}
     for path in args.report_only:
         if path.suffix == ".json":  # a finished run's results
             measured = json.loads(path.read_text())["rows"]
         else:
-            measured = [json.loads(line) for line in path.read_text().splitlines()]
+            measured = ResumeStore(path, key=_row_key).records().values()
         for r in measured:
-            found[(r["model"], r["setting"], r["target_reduction"])] = r
+            found[_row_key(r)] = r
     rows, uncompressed = [], {}
     for m in args.models:
         for s in settings():
@@ -237,19 +258,22 @@ def report_only(args) -> None:
                 if r is not None:
                     rows.append(r)
                     uncompressed[m] = r["test_acc_uncompressed"]
-    write_results(rows, uncompressed, args)
+    write_results(rows, uncompressed, args, argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.report_only:
-        report_only(args)
+    results = Results(args.out, args.name)
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(render(json.loads(source.read_text())))
+        print(results.path("md").read_text())
         return
-    done = {}
-    if args.partial.is_file():
-        for line in args.partial.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["model"], r["setting"], r["target_reduction"])] = r
+    if args.report_only:
+        report_only(args, argv)
+        return
+    store = ResumeStore(args.partial, key=_row_key)
+    done = store.records()
     chosen = [s for s in settings() if args.settings is None or label(s) in args.settings]
     plan = [(m, s, t) for m in args.models for s in chosen for t in args.reductions]
     bar = tqdm(total=len(plan), desc="channel methods")
@@ -291,13 +315,12 @@ def main(argv=None) -> None:
                     row["param_reduction"] = 1 - row["params"] / count_params(model)
                     row["test_acc"] = evaluate(small, data)["accuracy"]
                 rows.append(row)
-                with args.partial.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                store.put(row)
                 bar.update()
     bar.close()
-    write_results(rows, uncompressed, args)
+    write_results(rows, uncompressed, args, argv)
     if not args.keep_partial:
-        args.partial.unlink(missing_ok=True)
+        store.clear()
 
 
 if __name__ == "__main__":

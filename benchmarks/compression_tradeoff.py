@@ -21,10 +21,11 @@ re-estimation (its own column), parameters, FLOPs and latency. Writes, under ``-
 Run from the repository root: ``PYTHONPATH=. python benchmarks/compression_tradeoff.py`` (CPU;
 with the checkpoints cached, about 8 minutes per resnet18 training and method on one busy core,
 most of it evaluating on 10,000 images). Accuracies are deterministic; latency on a loaded machine
-is not. Each finished (setup, training) is appended to ``<name>.partial.jsonl``, so a stopped run
-started again with the same code and options resumes there. A partial re-run, e.g.
-``--setups resnet18 --methods prune_channels interpolative --merge``, replaces those rows of the
-stored table and keeps the others (each row's ``git_sha`` says which code made it).
+is not. Each finished (setup, training) is appended to ``<name>.partial.jsonl`` (a resume store,
+``_common.ResumeStore``), so a stopped run started again with the same code and options resumes
+there. A partial re-run, e.g. ``--setups resnet18 --methods prune_channels interpolative --merge``,
+replaces those rows of the stored table and keeps the others (each row's ``git_sha`` says which
+code made it). ``--render-only [JSON]`` rewrites the Markdown from a stored result.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ from typing import Any
 
 import pandas as pd
 import torch
+from _common import Results, ResumeStore, add_render_only, provenance, render_source
 
-from smoothviz.atomic import atomic_write, atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
-from smoothviz.provenance import environment_info
+from smoothviz.presets import BENCHMARK_MODEL
 from smoothviz.sweep import sweep
 from smoothviz.training import resolve_device, train
 
@@ -56,11 +57,7 @@ CNN_TRAININGS = {
 }
 SETUPS: dict[str, dict[str, Any]] = {
     "resnet18": {
-        "dataset": "fashion-mnist",
-        "model": "resnet18",
-        "width": 16,
-        "epochs": 4,
-        "train_subset": 20000,
+        **BENCHMARK_MODEL,
         "trainings": {"baseline": {}, "first_order": {"first_order": 0.02}},
     },
     "cnn": {
@@ -103,6 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="keep the rows of an earlier <name>.json that this run does not redo (same setup, "
         "training and method are replaced), so a partial re-run updates the one table",
     )
+    add_render_only(p)
     return p.parse_args(argv)
 
 
@@ -151,7 +149,23 @@ def check_targets(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(df: pd.DataFrame, env: dict, args, checks, seconds: float) -> str:
+def render(payload: dict) -> str:
+    """The Markdown of a stored result (what ``main`` writes beside its JSON)."""
+    arguments = payload["arguments"]
+    return markdown(
+        pd.DataFrame(payload["rows"]),
+        payload["provenance"],
+        payload["issue_10_targets"],
+        payload["sweep_seconds"],
+        width=arguments["width"],
+        epochs=arguments["epochs"],
+    )
+
+
+def markdown(
+    df: pd.DataFrame, env: dict, checks, seconds: float, *, width: int | None, epochs: int | None
+) -> str:
+    """The issue-10 checks and one table of every row (``width``, ``epochs``: the overrides)."""
     lines = [
         "# Compression trade-off without fine-tuning",
         "",
@@ -160,8 +174,8 @@ def markdown(df: pd.DataFrame, env: dict, args, checks, seconds: float) -> str:
         "",
         "Setups: "
         + "; ".join(
-            f"`{s}`: {SETUPS[s]['model']} width {args.width or SETUPS[s]['width']}, "
-            f"{args.epochs or SETUPS[s]['epochs']} epochs on {SETUPS[s]['dataset']}"
+            f"`{s}`: {SETUPS[s]['model']} width {width or SETUPS[s]['width']}, "
+            f"{epochs or SETUPS[s]['epochs']} epochs on {SETUPS[s]['dataset']}"
             + (
                 f" ({SETUPS[s]['train_subset']} training images)"
                 if SETUPS[s]["train_subset"]
@@ -235,7 +249,7 @@ def markdown(df: pd.DataFrame, env: dict, args, checks, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
+def plot(df: pd.DataFrame, results: Results) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,7 +282,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     )
     grid.set_axis_labels("parameter reduction (achieved)", "test accuracy")
     grid.figure.suptitle("Accuracy without fine-tuning", y=1.02)
-    atomic_write(path, lambda f: grid.figure.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    results.write_png(grid.figure, dpi=100)
     plt.close(grid.figure)
 
 
@@ -280,18 +294,19 @@ def _chunk_key(setup: str, training: str, args, sha: str) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    results = Results(args.out, args.name)
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(render(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
-    env = environment_info(device)  # at the start: the code that produced the numbers
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    # One line per finished (setup, training): a stopped run resumes there (same code and options).
-    partial = out / f"{args.name}.partial.jsonl"
-    done = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            chunk = json.loads(line)
-            done[chunk["key"]] = chunk["rows"]
+    # at the start: the code that produced the numbers
+    env = provenance(device, script=__file__, argv=argv)
+    # One record per finished (setup, training): a stopped run resumes there (same code and options).
+    store = ResumeStore(results.path("partial.jsonl"), key=lambda chunk: chunk["key"])
+    done = {key: chunk["rows"] for key, chunk in store.records().items()}
     tables, configs = [], {}
     t0 = time.perf_counter()
     for setup in args.setups:
@@ -316,14 +331,12 @@ def main(argv=None) -> None:
                 seed=args.seed,
             ).assign(setup=setup, model=SETUPS[setup]["model"], git_sha=env["git_sha"])
             tables.append(df)
-            with partial.open("a") as f:
-                rows = json.loads(df.to_json(orient="records"))
-                f.write(json.dumps({"key": key, "rows": rows}) + "\n")
+            store.put({"key": key, "rows": json.loads(df.to_json(orient="records"))})
     seconds = time.perf_counter() - t0
     df = pd.concat(tables, ignore_index=True)
     earlier: dict[str, Any] = {}
-    if args.merge and (out / f"{args.name}.json").exists():
-        earlier = json.loads((out / f"{args.name}.json").read_text())
+    if args.merge and results.path("json").exists():
+        earlier = results.read_json()
         old = pd.DataFrame(earlier["rows"])
         redone = set(zip(df.setup, df.training, df.method))
         old = old[[k not in redone for k in zip(old.setup, old.training, old.method)]]
@@ -340,7 +353,7 @@ def main(argv=None) -> None:
     ).reset_index(drop=True)
     df = df[["setup", "model", *[c for c in df.columns if c not in ("setup", "model")]]]
     checks = check_targets(df)
-    atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
+    results.write_csv(df)
     payload = {
         "provenance": env,
         "merged_with": earlier.get("provenance"),  # rows say which code made them (git_sha)
@@ -351,11 +364,11 @@ def main(argv=None) -> None:
         "issue_10_targets": checks,
         "rows": json.loads(df.to_json(orient="records")),
     }
-    atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
-    atomic_write_text(out / f"{args.name}.md", markdown(df, env, args, checks, seconds))
-    plot(df, out / f"{args.name}.png")
-    partial.unlink(missing_ok=True)  # the complete result is written
-    print((out / f"{args.name}.md").read_text())
+    results.write_json(payload)
+    results.write_markdown(render(payload))
+    plot(df, results)
+    store.clear()  # the complete result is written
+    print(results.path("md").read_text())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ re-estimates BatchNorm. Each piece's outcome (ok, or the error) and accuracy go 
 compression failed, 4 no CUDA device.
 
     python benchmarks/cuda_check.py --out benchmarks/results
+    python benchmarks/cuda_check.py --render-only JSON --out DIR   # only the Markdown, from a result
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import traceback
 from pathlib import Path
 
 import torch
+from _common import Results, add_render_only, provenance, render_source
 
-from smoothviz.atomic import atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
 from smoothviz.distributed import error_text
-from smoothviz.provenance import environment_info
 from smoothviz.sweep import sweep
 from smoothviz.training import train
 
@@ -126,15 +126,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--device", default="cuda", help="cuda (the check); cpu runs the same steps")
+    add_render_only(p)
     args = p.parse_args(argv)
+    results = Results(args.out, "cuda_check")
+    source = render_source(args.render_only, results)
+    if source is not None:
+        stored = json.loads(source.read_text())
+        results.write_markdown(markdown(stored, stored["provenance"]))
+        print(results.path("md").read_text())
+        return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("cuda_check: no CUDA device visible (torch.cuda.is_available() is False)")
         return 4
     result = check(args.device)
-    env = environment_info(args.device)
+    env = provenance(args.device, script=__file__, argv=argv)
     result["provenance"] = env
-    atomic_write_text(args.out / "cuda_check.json", json.dumps(result, indent=1))
-    atomic_write_text(args.out / "cuda_check.md", markdown(result, env))
+    results.write_json(result)
+    results.write_markdown(markdown(result, env))
     print(markdown(result, env))
     if not result["training"]["ok"]:
         return 2

@@ -6,9 +6,10 @@ serial run's kernels use torch's default thread count (all cores); each Dask wor
 ``cores // workers`` torch threads. The wall times include everything a user waits for: the
 local cluster's start and shutdown, kernel starts, training, compression and HTML rendering.
 Runs alternate (serial, dask, serial, dask, ...) so slow drifts in machine load hit both alike.
-Writes benchmarks/results/grid_scaling.{json,md}.
+Writes benchmarks/results/grid_scaling.{json,md} (``--out`` elsewhere).
 
     .venv/bin/python benchmarks/grid_scaling.py [--repeats 1] [--workers 2]
+    .venv/bin/python benchmarks/grid_scaling.py --render-only [JSON] [--out DIR]  # only the .md
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from smoothviz.atomic import atomic_write_text
+from _common import Results, add_render_only, provenance, render_source
+
 from smoothviz.distributed import torch_threads_per_worker
-from smoothviz.provenance import REPO_ROOT, environment_info
+from smoothviz.provenance import REPO_ROOT
 
 # Four points (seeds), two notebooks each: train baseline + smooth, then the compression trade-off.
 GRID = ["--grid", "seed=0,1,2,3"]
@@ -65,7 +67,7 @@ def run(extra: list[str], out: Path) -> dict:
     }
 
 
-def write_markdown(payload: dict, path: Path) -> None:
+def markdown(payload: dict) -> str:
     """The Markdown table of a result JSON (also: ``--render-only`` re-renders a stored one)."""
     env_info, runs = payload["environment"], payload["runs"]
     cores, workers = payload["cpu_cores"], payload["workers"]
@@ -112,20 +114,20 @@ def write_markdown(payload: dict, path: Path) -> None:
         "Reproduce: `.venv/bin/python benchmarks/grid_scaling.py --repeats 1`",
         "",
     ]
-    atomic_write_text(path, "\n".join(lines))
+    return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=1, help="runs of each mode (alternating)")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
-    parser.add_argument(
-        "--render-only", action="store_true", help="rewrite the .md from the stored .json"
-    )
-    args = parser.parse_args()
-    out = Path(__file__).parent / "results" / "grid_scaling"
-    if args.render_only:
-        write_markdown(json.loads(out.with_suffix(".json").read_text()), out.with_suffix(".md"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_render_only(parser)
+    args = parser.parse_args(argv)
+    results = Results(args.out, "grid_scaling")
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(markdown(json.loads(source.read_text())))
         return
     results: dict[str, list[dict]] = {"serial": [], "dask": []}
     with tempfile.TemporaryDirectory() as reports:
@@ -135,7 +137,7 @@ def main() -> None:
                 print(f"{mode} run {i + 1}: {results[mode][-1]['seconds']:.1f} s", flush=True)
     median = {m: statistics.median(r["seconds"] for r in runs) for m, runs in results.items()}
     speedup = median["serial"] / median["dask"]
-    env_info = environment_info("cpu")
+    env_info = provenance("cpu", script=__file__, argv=argv)
     cores = os.cpu_count()
     command = "python -m smoothviz report --quiet " + " ".join(PARAMETERS + GRID)
     payload = {
@@ -150,8 +152,8 @@ def main() -> None:
         "environment": env_info,
         "note": "timed on a shared machine unless the load averages say otherwise",
     }
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=2))
-    write_markdown(payload, out.with_suffix(".md"))
+    results.write_json(payload, indent=2)
+    results.write_markdown(markdown(payload))
     print(f"serial {median['serial']:.1f} s, dask {median['dask']:.1f} s: {speedup:.2f}x")
 
 

@@ -14,12 +14,14 @@ accuracy (plain, and after BatchNorm re-estimation as its own column). Writes, u
   one panel per method.
 
 Resumable: trainings land in the shared checkpoint cache (``train`` loads a finished one), and each
-model's compression rows are kept in ``<cache>/lambda_sweep/<training cache key>.json``, so a
-restarted run redoes only what is missing (a method added to ``METHODS`` later is the only new work).
+model's compression rows are kept in the resume store ``<cache>/lambda_sweep/rows.jsonl`` (one
+record per training, keyed by its cache key; ``benchmarks/_common.py``), so a restarted run redoes
+only what is missing (a method added to ``METHODS`` later is the only new work).
 
     .venv/bin/python benchmarks/lambda_sweep.py              # 17 trainings: hours on 2 CPU cores
     .venv/bin/python benchmarks/lambda_sweep.py --workers 8  # one Dask task per training (one GPU)
     .venv/bin/python benchmarks/lambda_sweep.py --report     # rewrite the results from the cache only
+    .venv/bin/python benchmarks/lambda_sweep.py --render-only JSON --out DIR  # only the Markdown
 
 With ``--workers N`` (a local Dask cluster) or ``--scheduler ADDRESS`` the grid points that miss
 rows are trained and compressed on the cluster, one task per training (smoothviz.distributed);
@@ -30,6 +32,8 @@ A run that has not measured every grid point (stopped early, or ``--report`` bef
 is cached) writes partial results and says so: ``"complete": false`` and the ``missing`` points in
 the JSON, a "Partial results" section at the top of the Markdown, and per regulariser which weights
 its chosen weight was picked from.
+
+The choice of weights, the Markdown and the plot are in ``lambda_sweep_analysis.py``.
 """
 
 from __future__ import annotations
@@ -42,13 +46,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _common import Results, ResumeStore, add_render_only, provenance, render_source
+from lambda_sweep_analysis import best_per_method, choose_weights, figure, render
 
 from smoothviz import distributed
-from smoothviz.atomic import atomic_write, atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import default_cache_dir, load_dataset
 from smoothviz.notebook_params import DEFAULT_METHODS, NotebookParams
+from smoothviz.presets import BENCHMARK_MODEL
 from smoothviz.provenance import environment_info
 from smoothviz.sweep import sweep
 from smoothviz.training import cache_key, load_cached, resolve_device, train
@@ -68,30 +74,12 @@ GRID: dict[str, tuple[float, ...]] = {
 MAIN_JOB_GRID: dict[str, tuple[float, ...]] = {"first_order": (6.3e-3, 1e-2, 2e-2, 6.3e-2, 2e-1)}
 EXTRA = {"nuclear": {"nuclear_every": 20}}
 REDUCTIONS = (0.5, 0.7, 0.85)
-KEY_REDUCTION = 0.7
-MAX_UNCOMPRESSED_DROP = 0.005  # a weight may cost at most 0.5 pp of uncompressed accuracy
-BENCHMARK_MODEL = {
-    "dataset": "fashion-mnist",
-    "model": "resnet18",
-    "width": 16,
-    "epochs": 4,
-    "train_subset": 20000,
-}
 
 
 def main_job_model() -> dict:
     """The main job's training fields (the report's default preset), so its cached trainings serve."""
     cfg = NotebookParams().training_configs()["baseline"]
     return {k: getattr(cfg, k) for k in ("dataset", "model", "width", "epochs", "train_subset")}
-
-
-def describe_model(m: dict | None = None) -> str:
-    m = BENCHMARK_MODEL if m is None else m
-    images = f"{m['train_subset']:,}" if m.get("train_subset") else "all"
-    return (
-        f"{m['model']} (width {m.get('width')}, {m['epochs']} epochs, {images} training images) "
-        f"on {m['dataset']} (its whole test split)"
-    )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -137,6 +125,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default=None, help="file names (default: lambda_sweep[_main_job])")
+    add_render_only(p)
     args = p.parse_args(argv)
     main_job = args.model == "main_job"
     if args.regularisers is None:
@@ -170,13 +159,14 @@ def configs(
     return out
 
 
-def _rows_path(cfg: TrainConfig) -> Path:
-    return default_cache_dir() / "lambda_sweep" / f"{cache_key(cfg)}.json"
+def _rows_store() -> ResumeStore:
+    """Each training's compression rows, in the checkpoint cache (wherever it is now)."""
+    path = default_cache_dir() / "lambda_sweep" / "rows.jsonl"
+    return ResumeStore(path, key=lambda record: record["cache_key"])
 
 
 def _cached(cfg: TrainConfig) -> dict:
-    path = _rows_path(cfg)
-    return json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    return _rows_store().get(cache_key(cfg)) or {"rows": []}
 
 
 def _todo(cached: dict, methods, reductions) -> list[str]:
@@ -186,17 +176,18 @@ def _todo(cached: dict, methods, reductions) -> list[str]:
 
 
 def _store(cfg: TrainConfig, cached: dict, run, methods, table: pd.DataFrame) -> dict:
-    """``cached`` with ``methods``' rows replaced by ``table``'s, written atomically."""
+    """``cached`` with ``methods``' rows replaced by ``table``'s, kept in the resume store."""
     new = json.loads(table.drop(columns="training").to_json(orient="records"))
     keep = [r for r in cached["rows"] if r["method"] not in methods]
     out = {
+        "cache_key": cache_key(cfg),
         "config": cfg.to_dict(),
         "history": run.history.to_dict(orient="records"),
         # where the rows were measured (each row's `device` is where it was compressed and timed)
         "measured": _code_at_start() | {"rows_device": sorted(set(table.device.dropna()))},
         "rows": keep + new,
     }
-    atomic_write_text(_rows_path(cfg), json.dumps(out, indent=1))
+    _rows_store().put(out)
     return out
 
 
@@ -292,11 +283,9 @@ def training_seconds(cfgs: dict[str, tuple[str, float, TrainConfig]]) -> list[fl
     """Wall seconds of each measured training (its epochs' sum, from the cached history)."""
     out = []
     for _, _, cfg in cfgs.values():
-        path = _rows_path(cfg)
-        if path.is_file():
-            history = json.loads(path.read_text()).get("history") or []
-            if history and all("seconds" in h for h in history):
-                out.append(sum(h["seconds"] for h in history))
+        history = _cached(cfg).get("history") or []
+        if history and all("seconds" in h for h in history):
+            out.append(sum(h["seconds"] for h in history))
     return out
 
 
@@ -343,232 +332,14 @@ def missing_points(cfgs: dict[str, tuple[str, float, TrainConfig]], df: pd.DataF
     return out
 
 
-def choose_weights(df: pd.DataFrame, grid=None) -> dict[str, dict]:
-    """Per regulariser, the weight with the best mean accuracy (over methods) at ``KEY_REDUCTION``.
-
-    Only weights whose uncompressed accuracy is within ``MAX_UNCOMPRESSED_DROP`` of the baseline's
-    compete (a weight that buys compressibility by losing accuracy up front is not a default); if
-    none does, the one with the best uncompressed accuracy is taken and marked ``"fallback"``.
-    """
-    grid = GRID if grid is None else grid
-    base_acc = float(df[df.regulariser == "baseline"].test_acc_uncompressed.iloc[0])
-    at = df[(df.target_reduction == KEY_REDUCTION) & (df.regulariser != "baseline")]
-    scores = (
-        at.assign(test_acc=at.test_acc.fillna(0.0))
-        .groupby(["regulariser", "weight"])
-        .agg(
-            mean_acc_at_key=("test_acc", "mean"),
-            test_acc_uncompressed=("test_acc_uncompressed", "first"),
-        )
-        .reset_index()
-    )
-    chosen = {}
-    for reg, g in scores.groupby("regulariser", sort=False):
-        ok = g[g.test_acc_uncompressed >= base_acc - MAX_UNCOMPRESSED_DROP]
-        pick = (
-            ok.sort_values("mean_acc_at_key").iloc[-1]
-            if len(ok)
-            else g.sort_values("test_acc_uncompressed").iloc[-1]
-        )
-        chosen[reg] = {
-            "weight": float(pick.weight),
-            "mean_acc_at_key": float(pick.mean_acc_at_key),
-            "test_acc_uncompressed": float(pick.test_acc_uncompressed),
-            "baseline_test_acc_uncompressed": base_acc,
-            "fallback": not len(ok),
-            "weights_measured": sorted(float(w) for w in g.weight),
-            "grid_complete": reg in grid and len(g) == len(grid[reg]),
-        }
-    return chosen
-
-
-def best_per_method(df: pd.DataFrame) -> list[dict]:
-    """Per (regulariser, method), the weight with the best accuracy at ``KEY_REDUCTION`` among
-    those within ``MAX_UNCOMPRESSED_DROP`` of the baseline, next to the baseline's accuracy there."""
-    base_acc = float(df[df.regulariser == "baseline"].test_acc_uncompressed.iloc[0])
-    at = df[df.target_reduction == KEY_REDUCTION].assign(
-        test_acc=lambda d: pd.to_numeric(d.test_acc, errors="coerce").fillna(0.0)
-    )
-    base = at[at.regulariser == "baseline"].set_index("method").test_acc
-    ok = at[
-        (at.regulariser != "baseline")
-        & (at.test_acc_uncompressed >= base_acc - MAX_UNCOMPRESSED_DROP)
-    ]
-    out = []
-    for (reg, method), g in ok.groupby(["regulariser", "method"], sort=False):
-        best = g.sort_values("test_acc").iloc[-1]
-        out.append(
-            {
-                "regulariser": reg,
-                "method": method,
-                "weight": float(best.weight),
-                "test_acc": float(best.test_acc),
-                "baseline_test_acc": float(base.get(method, float("nan"))),
-            }
-        )
-    return out
-
-
-def markdown(
-    df: pd.DataFrame,
-    chosen: dict,
-    env: dict,
-    seconds: float,
-    missing: list[dict] | None = None,
-    train_seconds: list[float] | None = None,
-    where: dict[str, list[str]] | None = None,
-    model: dict | None = None,
-    preset: str = "benchmark",
-    grid=None,
-) -> str:
-    grid = GRID if grid is None else grid
-    ok = df[df.error.isna()]
-    missing = missing or []
-    lines = [
-        f"# Regulariser weight sweep: {describe_model(model)}" + (" — PARTIAL" if missing else ""),
-        "",
-    ]
-    if missing:
-        untrained = sum(m["why"] == "not trained yet" for m in missing)
-        lines += [
-            "## Partial results",
-            "",
-            f"{len(missing)} of {len(missing) + df.groupby(['regulariser', 'weight']).ngroups} "
-            "grid points are not measured: the run was stopped before their trainings ended. "
-            "Their regularisers' chosen weights below are picked among the measured weights only "
-            "(column `weights measured`); a regulariser with none has no chosen weight.",
-            "",
-        ]
-        lines += [f"- {m['regulariser']} {m['weight']:g}: {m['why']}" for m in missing]
-        cost = ""
-        if train_seconds:
-            cost = (
-                f" Each measured training here took {min(train_seconds) / 60:.0f} to "
-                f"{max(train_seconds) / 60:.0f} min (the machine was shared; the low end is "
-                f"close to an idle one), so the {untrained} missing trainings take roughly "
-                f"{untrained * min(train_seconds) / 60:.0f} min on 2 idle CPU cores, plus their "
-                "compression."
-            )
-        lines += [
-            "",
-            "Finish with `.venv/bin/python benchmarks/lambda_sweep.py` (it resumes from the "
-            f"checkpoint cache).{cost}",
-            "",
-        ]
-    lines += [
-        f"Written on {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}; "
-        f"wall time of this invocation {seconds:.0f} s (trainings and rows come from the cache "
-        "when present).",
-        "",
-    ]
-    where = where or {}
-    lines += [
-        f"- {label}: {'; '.join(where[key])}"
-        for key, label in (
-            ("trainings", "Trained on"),
-            ("compression", "Compressed, evaluated and timed on"),
-            ("compression_code", "Compression code"),
-        )
-        if where.get(key)
-    ]
-    lines += [
-        "",
-        "No fine-tuning: test accuracy straight after compression to the target whole-network "
-        "parameter reduction. `weight` 0 is the baseline.",
-        "",
-        f"## Chosen weights (rule: best mean over methods of the accuracy at {KEY_REDUCTION:.0%} "
-        "fewer parameters, among weights that keep the uncompressed accuracy within 0.5 pp of the "
-        "baseline)",
-        "",
-        "| regulariser | chosen weight | uncompressed | mean accuracy at 70 % over methods "
-        "| weights measured |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for reg, c in chosen.items():
-        measured = ", ".join(f"{w:g}" for w in c["weights_measured"])
-        of = "" if c["grid_complete"] else f" (of {', '.join(f'{w:g}' for w in grid[reg])})"
-        lines.append(
-            f"| {reg} | {c['weight']:g} | {c['test_acc_uncompressed']:.4f} | "
-            f"{c['mean_acc_at_key']:.4f} | {measured}{of} |"
-        )
-    per_method = best_per_method(df)
-    if per_method:
-        lines += [
-            "",
-            f"## Best weight per method (accuracy at {KEY_REDUCTION:.0%} fewer parameters, same "
-            "0.5 pp limit on the uncompressed accuracy)",
-            "",
-            "| regulariser | method | best weight | accuracy | baseline's accuracy | gain (pp) |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {b['regulariser']} | {b['method']} | {b['weight']:g} | {b['test_acc']:.4f} | "
-            f"{b['baseline_test_acc']:.4f} | {100 * (b['test_acc'] - b['baseline_test_acc']):+.1f} |"
-            for b in per_method
-        ]
-    for col, title in (
-        ("test_acc", "Test accuracy"),
-        ("test_acc_bn_reestimated", "Test accuracy after BatchNorm re-estimation"),
-    ):
-        if ok[col].isna().all():  # the sweep measures BN re-estimation only when asked to
-            continue
-        table = ok.pivot_table(
-            index=["regulariser", "weight"],
-            columns=["method", "target_reduction"],
-            values=col,
-            sort=False,
-        )
-        base = ok.drop_duplicates(["regulariser", "weight"]).set_index(["regulariser", "weight"])
-        lines += ["", f"## {title}", ""]
-        head = ["regulariser", "weight", "uncompressed"] + [
-            f"{m} {t:.0%}" for m, t in table.columns
-        ]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|---|---:|" + "---:|" * (len(head) - 2))
-        for (reg, w), row in table.iterrows():
-            cells = [f"{base.loc[(reg, w), 'test_acc_uncompressed']:.3f}"]
-            cells += ["" if v != v else f"{v:.3f}" for v in row]
-            lines.append(f"| {reg} | {w:g} | " + " | ".join(cells) + " |")
-    failed = df[df.error.notna()]
-    if len(failed):
-        lines += ["", "## Targets not reached", ""]
-        lines += [
-            f"- {r.regulariser} {r.weight:g} / {r.method} / {r.target_reduction}: {r.error}"
-            for r in failed.itertuples()
-        ]
-    if preset == "main_job":
-        reproduce = "`.venv/bin/python benchmarks/lambda_sweep.py --model main_job`"
-    else:
-        reproduce = (
-            "`.venv/bin/python benchmarks/lambda_sweep.py` (serially here), or on one CUDA GPU "
-            "with 8 Dask workers `bash benchmarks/gpu_lambda_sweep.sh OUT` (its log, when it "
-            "measured a committed file: `benchmarks/results/gpu_lambda_sweep.log`); then "
-            "`--report` writes these files from the cache"
-        )
-    lines += ["", f"Reproduce: {reproduce}.", ""]
-    return "\n".join(lines)
-
-
-def plot(df: pd.DataFrame, path: Path, missing: list[dict] | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from smoothviz.plots import lambda_sweep_grid
-
-    fig = lambda_sweep_grid(df, target=KEY_REDUCTION)
-    if missing:
-        fig.suptitle(
-            f"{fig.get_suptitle()}\nPARTIAL sweep: {len(missing)} grid points not measured "
-            f"({', '.join(sorted({m['regulariser'] for m in missing}))}; see lambda_sweep.md)"
-        )
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
+    results = Results(args.out, args.name)
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(render(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
     t0 = time.perf_counter()
     _code_at_start()
     request = distributed.resolve(args.workers, args.scheduler)
@@ -607,9 +378,8 @@ def main(argv=None) -> None:
     missing = missing_points(cfgs, df)
     where = measured_where(cfgs)
     seconds = time.perf_counter() - t0
-    env = environment_info(device)
-    out = args.out
-    atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
+    env = provenance(device, script=__file__, argv=argv)
+    results.write_csv(df)
     payload = {
         "provenance": env,
         "model_preset": args.model,
@@ -622,29 +392,28 @@ def main(argv=None) -> None:
         "measured_where": where,
         "complete": not missing,
         "missing": missing,
+        "invocation_seconds": seconds,
+        "training_seconds": training_seconds(cfgs),
         "chosen": chosen,
         "configs": {k: c.to_dict() for k, (_, _, c) in cfgs.items()},
         "config_hashes": {k: c.config_hash() for k, (_, _, c) in cfgs.items()},
         "rows": json.loads(df.to_json(orient="records")),
     }
-    atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
-    atomic_write_text(
-        out / f"{args.name}.md",
-        markdown(
-            df,
-            chosen,
-            env,
-            seconds,
-            missing,
-            training_seconds(cfgs),
-            where,
-            model,
-            args.model,
-            grid,
-        ),
-    )
-    plot(df, out / f"{args.name}.png", missing)
-    print((out / f"{args.name}.md").read_text())
+    results.write_json(payload)
+    results.write_markdown(render(payload))
+    write_plot(results, df, missing)
+    print(results.path("md").read_text())
+
+
+def write_plot(results: Results, df: pd.DataFrame, missing: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = figure(df, missing)
+    results.write_png(fig, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Writes ``benchmarks/results/main_job_model.{json,md}``.
 
     .venv/bin/python benchmarks/main_job_model.py            # trains what is not cached
     .venv/bin/python benchmarks/main_job_model.py --retime   # also re-times each training afresh
+    .venv/bin/python benchmarks/main_job_model.py --render-only JSON --out DIR  # only the .md
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ import time
 from pathlib import Path
 
 import torch
+from _common import Results, add_render_only, provenance, render_source
 
-from smoothviz.atomic import atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
 from smoothviz.measure import count_params, evaluate
-from smoothviz.provenance import environment_info
 from smoothviz.sweep import sweep
 from smoothviz.training import train
 
@@ -71,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--retime", action="store_true", help="train again without the cache to time each training"
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_render_only(p)
     return p.parse_args(argv)
 
 
@@ -87,8 +88,45 @@ def forward_seconds(model: torch.nn.Module, data, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def markdown(payload: dict) -> str:
+    """The table of a stored result: one row per candidate and training, one column per method
+    measured at 70 % (the methods of ``METHODS`` when the rows were measured)."""
+    env, rows = payload["environment"], payload["rows"]
+    methods = list(dict.fromkeys(m for r in rows for m in r["test_acc_at_70"])) or list(METHODS)
+    lines = [
+        "# Main-job candidates: accuracy and cost (full Fashion-MNIST, 10,000 test images)",
+        "",
+        f"Device: {env['device']} · torch {env['torch']} · git {env['git_sha']} · {env['date']}",
+        "",
+        "The smooth training's weights are in the candidate's name (default first-order 0.02). "
+        "`train s` is the training's own wall time (per-epoch "
+        "`seconds` summed, or a fresh re-run with `--retime`); `fwd 10k s` is one forward pass "
+        "over the test split, the unit cost of every cell of the report's sweep. Timings taken "
+        "while other jobs loaded the CPU are only comparable within one run.",
+        "",
+        "| candidate | training | params | test acc | "
+        + " | ".join(f"{m} at 70 %" for m in methods)
+        + " | train s | fwd 10k s |",
+        "|---|---|---:|---:|" + "---:|" * len(methods) + "---:|---:|",
+    ]
+    for r in rows:
+        accs = " | ".join(_acc(r["test_acc_at_70"].get(m)) for m in methods)
+        lines.append(
+            f"| {r['candidate']} | {r['training']} | {r['params']:,} | {r['test_acc']:.4f} | "
+            f"{accs} | {r['train_seconds']:.0f} | {r['forward_10k_seconds']:.2f} |"
+        )
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/main_job_model.py`", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    results = Results(args.out, "main_job_model")
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(markdown(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
     data = load_dataset("fashion-mnist")
     rows = []
     for name, (fields, smooth) in CANDIDATES.items():
@@ -125,36 +163,10 @@ def main(argv=None) -> None:
                     "forward_10k_seconds": forward_seconds(run.model, data),
                 }
             )
-    env = environment_info("cpu")
-    out = args.out / "main_job_model"
-    atomic_write_text(
-        out.with_suffix(".json"), json.dumps({"environment": env, "rows": rows}, indent=1)
-    )
-    lines = [
-        "# Main-job candidates: accuracy and cost (full Fashion-MNIST, 10,000 test images)",
-        "",
-        f"Device: {env['device']} · torch {env['torch']} · git {env['git_sha']} · {env['date']}",
-        "",
-        "The smooth training's weights are in the candidate's name (default first-order 0.02). "
-        "`train s` is the training's own wall time (per-epoch "
-        "`seconds` summed, or a fresh re-run with `--retime`); `fwd 10k s` is one forward pass "
-        "over the test split, the unit cost of every cell of the report's sweep. Timings taken "
-        "while other jobs loaded the CPU are only comparable within one run.",
-        "",
-        "| candidate | training | params | test acc | "
-        + " | ".join(f"{m} at 70 %" for m in METHODS)
-        + " | train s | fwd 10k s |",
-        "|---|---|---:|---:|" + "---:|" * len(METHODS) + "---:|---:|",
-    ]
-    for r in rows:
-        accs = " | ".join(_acc(r["test_acc_at_70"].get(m)) for m in METHODS)
-        lines.append(
-            f"| {r['candidate']} | {r['training']} | {r['params']:,} | {r['test_acc']:.4f} | "
-            f"{accs} | {r['train_seconds']:.0f} | {r['forward_10k_seconds']:.2f} |"
-        )
-    lines += ["", "Reproduce: `.venv/bin/python benchmarks/main_job_model.py`", ""]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
-    print("\n".join(lines))
+    payload = {"environment": provenance("cpu", script=__file__, argv=argv), "rows": rows}
+    results.write_json(payload)
+    results.write_markdown(markdown(payload))
+    print(markdown(payload))
 
 
 if __name__ == "__main__":

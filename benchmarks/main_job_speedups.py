@@ -10,13 +10,15 @@ both of its trainings (``NotebookParams`` defaults) three ways:
 - ``channels_last``: the training step's speed with the model and batch in channels-last memory
   format against the default, on random batches (the layout the CUDA path uses).
 
-Writes ``benchmarks/results/main_job_speedups.{json,md}``.
+Writes ``benchmarks/results/main_job_speedups.{json,md}`` (``--out`` elsewhere).
 
     .venv/bin/python benchmarks/main_job_speedups.py
+    .venv/bin/python benchmarks/main_job_speedups.py --render-only JSON --out DIR  # only the .md
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -25,12 +27,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import Results, add_render_only, provenance, render_source
 
 from smoothviz import distributed
-from smoothviz.atomic import atomic_write_text
 from smoothviz.models import build_model
 from smoothviz.notebook_params import NotebookParams
-from smoothviz.provenance import environment_info
 from smoothviz.training import train
 
 
@@ -75,33 +76,16 @@ def step_ms(channels_last: bool, steps: int = 40) -> float:
     return (time.perf_counter() - t0) / steps * 1000
 
 
-def main() -> None:
-    out = Path(__file__).parent / "results"
-    load_before = os.getloadavg()[0]
-    # Each measured twice, alternating, so a drift of the machine's speed shows as spread.
-    runs = {"sequential": [], "dask": [], "step_ms_default": [], "step_ms_channels_last": []}
-    for _ in range(2):
-        runs["sequential"].append(time_sequential())
-        runs["dask"].append(time_dask())
-        runs["step_ms_default"].append(step_ms(False))
-        runs["step_ms_channels_last"].append(step_ms(True))
-    env = environment_info("cpu")
-    payload = {
-        "provenance": env,
-        "what": "one epoch of each of the main job's two trainings; seconds (steps: ms)",
-        "configs": [c.to_dict() for c in _one_epoch_configs()],
-        "runs": runs,
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-    }
-    atomic_write_text(out / "main_job_speedups.json", json.dumps(payload, indent=1))
+def markdown(payload: dict) -> str:
+    """The two tables of a result JSON (best of each way, every run beside it)."""
+    env, runs = payload["provenance"], payload["runs"]
     seq, dask = min(runs["sequential"]), min(runs["dask"])
     d, cl = min(runs["step_ms_default"]), min(runs["step_ms_channels_last"])
     md = [
         "# Main job trainings: sequential vs side by side on Dask, and channels-last steps",
         "",
         f"Device: {env['device']} · torch {env['torch']} · git {env['git_sha']} · {env['date']} · "
-        f"1-min load before/after {load_before:.2f}/{payload['load_after']:.2f}",
+        f"1-min load before/after {payload['load_before']:.2f}/{payload['load_after']:.2f}",
         "",
         "One epoch of each of the main job's two trainings (`NotebookParams` defaults, "
         "`epochs=1`), empty cache, each way measured twice alternating (best shown, all in the "
@@ -124,8 +108,39 @@ def main() -> None:
         "Reproduce: `.venv/bin/python benchmarks/main_job_speedups.py`",
         "",
     ]
-    atomic_write_text(out / "main_job_speedups.md", "\n".join(md))
-    print("\n".join(md))
+    return "\n".join(md)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_render_only(p)
+    args = p.parse_args(argv)
+    results = Results(args.out, "main_job_speedups")
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(markdown(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
+    load_before = os.getloadavg()[0]
+    # Each measured twice, alternating, so a drift of the machine's speed shows as spread.
+    runs = {"sequential": [], "dask": [], "step_ms_default": [], "step_ms_channels_last": []}
+    for _ in range(2):
+        runs["sequential"].append(time_sequential())
+        runs["dask"].append(time_dask())
+        runs["step_ms_default"].append(step_ms(False))
+        runs["step_ms_channels_last"].append(step_ms(True))
+    payload = {
+        "provenance": provenance("cpu", script=__file__, argv=argv),
+        "what": "one epoch of each of the main job's two trainings; seconds (steps: ms)",
+        "configs": [c.to_dict() for c in _one_epoch_configs()],
+        "runs": runs,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+    results.write_json(payload)
+    results.write_markdown(markdown(payload))
+    print(markdown(payload))
 
 
 if __name__ == "__main__":

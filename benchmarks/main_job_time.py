@@ -10,10 +10,12 @@ the report's trade-off figure (``04_tradeoff``'s last figure) to ``docs/figures/
 the README's figure, so that figure always comes from the measured default run.
 
     .venv/bin/python benchmarks/main_job_time.py
+    .venv/bin/python benchmarks/main_job_time.py --render-only JSON --out DIR  # only the .md
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -23,8 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from smoothviz.atomic import atomic_write, atomic_write_text
-from smoothviz.provenance import REPO_ROOT, environment_info
+from _common import Results, add_render_only, provenance, render_source
+
+from smoothviz.atomic import atomic_write
+from smoothviz.provenance import REPO_ROOT
 
 LIMIT_S = 300
 README_FIGURE = REPO_ROOT / "docs" / "figures" / "report-tradeoff.png"
@@ -35,8 +39,55 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def main() -> None:
-    out = Path(__file__).parent / "results" / "main_job_time"
+def markdown(result: dict) -> str:
+    """The report of a result JSON: the wall time against the limit, each notebook, the headline."""
+    env_info = result["environment"]
+    rows = "\n".join(f"| `{name}` | {s:.1f} |" for name, s in result["notebook_seconds"].items())
+    accs = ", ".join(f"{k} {v:.4f}" for k, v in result["test_acc_uncompressed"].items())
+    split = "; ".join(result["test_split"].values())
+    sentence = " ".join(result["headline_sentence"].values())
+    return "\n".join(
+        [
+            "# Main job wall time (empty checkpoint cache, after install)",
+            "",
+            f"Device: {env_info['device']} · torch {env_info['torch']} · git "
+            f"{env_info['git_sha']} · {env_info['date']}",
+            "",
+            "| command | wall time (s) | limit (s) | CPU time of all processes (s) | "
+            "1-min load average before / after |",
+            "|---|---:|---:|---:|---:|",
+            f"| `bash scripts/main.sh` | {result['wall_seconds']:.1f} | "
+            f"{result['limit_seconds']} | {result['cpu_seconds']:.1f} | "
+            f"{result['load_average_before']:.2f} / {result['load_average_after']:.2f} |",
+            "",
+            "A load average above the core count means other work shared the CPU: the wall "
+            "time is then an upper bound.",
+            "",
+            "| notebook | seconds (kernel start to end) |",
+            "|---|---:|",
+            rows,
+            "",
+            f"Uncompressed test accuracy ({split}): {accs}.",
+            "",
+            f"Headline: {sentence}",
+            "",
+            "Reproduce: `.venv/bin/python benchmarks/main_job_time.py`",
+            "",
+        ]
+    )
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_render_only(p)
+    args = p.parse_args(argv)
+    results = Results(args.out, "main_job_time")
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(markdown(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, SMOOTHVIZ_CACHE=cache)
@@ -71,7 +122,6 @@ def main() -> None:
     if copied:
         png = figure.read_bytes()
         atomic_write(README_FIGURE, lambda f: f.write(png))
-    env_info = environment_info("cpu")
     result = {
         "command": "bash scripts/main.sh",
         "wall_seconds": seconds,
@@ -86,44 +136,10 @@ def main() -> None:
         "index_html": index[-1].strip(),
         "readme_figure": str(README_FIGURE.relative_to(REPO_ROOT)) if copied else None,
         "terminal_stderr": proc.stderr,
-        "environment": env_info,
+        "environment": provenance("cpu", script=__file__, argv=argv),
     }
-    atomic_write_text(out.with_suffix(".json"), json.dumps(result, indent=2))
-    rows = "\n".join(f"| `{name}` | {s:.1f} |" for name, s in notebooks.items())
-    accs = ", ".join(f"{k} {v:.4f}" for k, v in uncompressed.items())
-    split = "; ".join(result["test_split"].values())
-    sentence = " ".join(result["headline_sentence"].values())
-    atomic_write_text(
-        out.with_suffix(".md"),
-        "\n".join(
-            [
-                "# Main job wall time (empty checkpoint cache, after install)",
-                "",
-                f"Device: {env_info['device']} · torch {env_info['torch']} · git "
-                f"{env_info['git_sha']} · {env_info['date']}",
-                "",
-                "| command | wall time (s) | limit (s) | CPU time of all processes (s) | "
-                "1-min load average before / after |",
-                "|---|---:|---:|---:|---:|",
-                f"| `bash scripts/main.sh` | {seconds:.1f} | {LIMIT_S} | {cpu_seconds:.1f} | "
-                f"{load_before:.2f} / {load_after:.2f} |",
-                "",
-                "A load average above the core count means other work shared the CPU: the wall "
-                "time is then an upper bound.",
-                "",
-                "| notebook | seconds (kernel start to end) |",
-                "|---|---:|",
-                rows,
-                "",
-                f"Uncompressed test accuracy ({split}): {accs}.",
-                "",
-                f"Headline: {sentence}",
-                "",
-                "Reproduce: `.venv/bin/python benchmarks/main_job_time.py`",
-                "",
-            ]
-        ),
-    )
+    results.write_json(result, indent=2)
+    results.write_markdown(markdown(result))
     print(f"{seconds:.1f} s -> {index[-1].strip()}")
 
 

@@ -9,7 +9,8 @@ spread ("noise") against which exact and amortised are compared.
     .venv/bin/python benchmarks/regularizer_overhead.py                 # MLP on the CPU (default)
     .venv/bin/python benchmarks/regularizer_overhead.py --model resnet18 --dataset fashion-mnist --device cuda
 
-Writes benchmarks/results/regularizer_overhead[_<model>_<device>].{json,md}.
+Writes benchmarks/results/regularizer_overhead[_<model>_<device>].{json,md}; ``--render-only
+[JSON]`` rewrites only the .md from a stored result (same ``--model``/``--device`` for its name).
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _common import Results, add_render_only, provenance, render_source
 
-from smoothviz.atomic import atomic_write_text
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
-from smoothviz.provenance import environment_info
 from smoothviz.quickstart import summarize_model
 from smoothviz.training import resolve_device, train
 
@@ -44,7 +44,26 @@ TRAININGS = {
 }
 
 
-def main() -> None:
+def markdown(payload: dict) -> str:
+    """The summary table of a result JSON, with its set-up and the command that made it."""
+    config, env = payload["config"], payload["environment"]
+    summary = pd.DataFrame(payload["summary"])
+    lines = [
+        f"# Regulariser overhead: {config['model']} on {config['dataset']}",
+        "",
+        f"Device: {env['device']} · torch {env['torch']} · git {env['git_sha']} · {env['date']}",
+        f"Epochs {config['epochs']}, batch {config['batch_size']}, seeds {config['seeds']}; epoch "
+        "time is the median over epochs 2.. of each run, the ratio is per seed against the "
+        "baseline of the same seed (median over seeds). Spread = max − min over seeds.",
+        "",
+        summary.to_markdown(index=False, floatfmt=".3g"),
+        "",
+        f"Reproduce: `{payload['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -57,9 +76,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
+    add_render_only(parser)
+    args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
+    suffix = "" if (args.model, device.type) == ("mlp", "cpu") else f"_{args.model}_{device.type}"
+    results = Results(args.out, f"regularizer_overhead{suffix}")
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(markdown(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
     n_train = len(load_dataset(args.dataset).y_train)
     rows = []
     t_start = time.perf_counter()
@@ -124,42 +151,22 @@ def main() -> None:
         .reset_index()
     )
 
-    env = environment_info(device)
-    suffix = "" if (args.model, device.type) == ("mlp", "cpu") else f"_{args.model}_{device.type}"
-    stem = args.out / f"regularizer_overhead{suffix}"
+    arguments = sys.argv[1:] if argv is None else argv
     meta = {
-        "command": "python benchmarks/regularizer_overhead.py " + " ".join(sys.argv[1:]),
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "command": "python benchmarks/regularizer_overhead.py " + " ".join(arguments),
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "render_only")},
         "trainings": TRAININGS,
-        "environment": env,
+        "environment": provenance(device, script=__file__, argv=argv),
         "total_seconds": time.perf_counter() - t_start,
     }
-    atomic_write_text(
-        stem.with_suffix(".json"),
-        json.dumps(
-            {
-                **meta,
-                "summary": summary.to_dict(orient="records"),
-                "runs": df.to_dict(orient="records"),
-            },
-            indent=2,
-            default=str,
-        ),
-    )
-    lines = [
-        f"# Regulariser overhead: {args.model} on {args.dataset}",
-        "",
-        f"Device: {env['device']} · torch {env['torch']} · git {env['git_sha']} · {env['date']}",
-        f"Epochs {args.epochs}, batch {args.batch_size}, seeds {args.seeds}; epoch time is the median "
-        "over epochs 2.. of each run, the ratio is per seed against the baseline of the same seed "
-        "(median over seeds). Spread = max − min over seeds.",
-        "",
-        summary.to_markdown(index=False, floatfmt=".3g"),
-        "",
-        f"Reproduce: `{meta['command']}`",
-    ]
-    atomic_write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    payload = {
+        **meta,
+        "summary": summary.to_dict(orient="records"),
+        "runs": df.to_dict(orient="records"),
+    }
+    results.write_json(payload, indent=2, default=str)
+    results.write_markdown(markdown(payload))
+    print(markdown(payload), end="")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ or ``python -m smoothviz train`` puts them there); otherwise it exits saying so.
 are only comparable within one run (the Markdown gives the load average).
 
     .venv/bin/python benchmarks/report_methods_cost.py
+    .venv/bin/python benchmarks/report_methods_cost.py --render-only JSON --out DIR  # only the .md
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _common import Results, add_render_only, provenance, render_source
 
-from smoothviz.atomic import atomic_write_text
 from smoothviz.compress import METHODS
 from smoothviz.data import load_dataset
 from smoothviz.notebook_params import TradeoffParams
-from smoothviz.provenance import environment_info
 from smoothviz.sweep import sweep
 from smoothviz.training import load_cached, resolve_device
 
@@ -37,11 +37,55 @@ BN_IMAGES = 1024
 LATENCY_REPEATS = 5
 
 
+def markdown(payload: dict) -> str:
+    """The table of a result JSON: each method's cost and its accuracies at 70 %."""
+    env, params, rows = payload["provenance"], payload["parameters"], payload["methods"]
+    load_before, load_after = payload["load_average_before_after"]
+    test_images = payload.get("test_images")
+    if test_images is None:  # results written before the JSON kept it: count them again
+        test_images = len(load_dataset(params["dataset"]).y_test)
+    results = pd.DataFrame(payload["results"])
+    at70 = results[results.target_reduction == 0.7].pivot_table(
+        index="method", columns="training", values="test_acc", sort=False
+    )
+    lines = [
+        "# Cost of each compression method in the default report's trade-off notebook",
+        "",
+        f"Device: {env['device']} · torch {env['torch']} · git {env['git_sha']} · {env['date']}; "
+        f"1-min load average {load_before:.2f} before, {load_after:.2f} after (above the core "
+        "count: other work shared the CPU and the seconds are upper bounds).",
+        "",
+        f"Both default trainings ({params['model']} width {params['width']}), targets "
+        f"{', '.join(f'{r:.0%}' for r in params['reductions'])}, plain and BN-re-estimated "
+        f"accuracy on the {params['dataset']} test split ({test_images:,} images).",
+        "",
+        "| method | wall s (all cells) | compression s | baseline at 70 % | smooth at 70 % |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        acc = at70.loc[r["method"]] if r["method"] in at70.index else {}
+        cells = [f"{acc.get(t, float('nan')):.4f}" for t in ("baseline", "smooth")]
+        lines.append(
+            f"| {r['method']} | {r['wall_seconds']:.1f} | {r['compress_seconds']:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += ["", "Reproduce: `.venv/bin/python benchmarks/report_methods_cost.py`", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    add_render_only(p)
     args = p.parse_args(argv)
+    results = Results(args.out, "report_methods_cost")
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(markdown(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
     params = TradeoffParams()
     device = resolve_device(params.device)
     models = {}
@@ -79,46 +123,19 @@ def main(argv=None) -> None:
         )
         print(f"{method}: {seconds:.1f} s", flush=True)
     load_after = os.getloadavg()[0]
-    env = environment_info(device)
-    results = pd.concat(tables, ignore_index=True)
     payload = {
-        "provenance": env,
+        "provenance": provenance(device, script=__file__, argv=argv),
         "preset": "default",
         "parameters": {k: v for k, v in params.__dict__.items()},
         "load_average_before_after": [load_before, load_after],
+        "test_images": len(data.y_test),
         "methods": rows,
-        "results": json.loads(results.to_json(orient="records")),
+        "results": json.loads(pd.concat(tables, ignore_index=True).to_json(orient="records")),
     }
-    out = args.out / "report_methods_cost"
-    atomic_write_text(out.with_suffix(".json"), json.dumps(payload, indent=1, default=str))
-    at70 = results[results.target_reduction == 0.7].pivot_table(
-        index="method", columns="training", values="test_acc", sort=False
-    )
-    lines = [
-        "# Cost of each compression method in the default report's trade-off notebook",
-        "",
-        f"Device: {env['device']} · torch {env['torch']} · git {env['git_sha']} · {env['date']}; "
-        f"1-min load average {load_before:.2f} before, {load_after:.2f} after (above the core "
-        "count: other work shared the CPU and the seconds are upper bounds).",
-        "",
-        f"Both default trainings ({params.model} width {params.width}), targets "
-        f"{', '.join(f'{r:.0%}' for r in params.reductions)}, plain and BN-re-estimated accuracy "
-        f"on the {params.dataset} test split ({len(data.y_test):,} images).",
-        "",
-        "| method | wall s (all cells) | compression s | baseline at 70 % | smooth at 70 % |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        acc = at70.loc[r["method"]] if r["method"] in at70.index else {}
-        cells = [f"{acc.get(t, float('nan')):.4f}" for t in ("baseline", "smooth")]
-        lines.append(
-            f"| {r['method']} | {r['wall_seconds']:.1f} | {r['compress_seconds']:.1f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    lines += ["", "Reproduce: `.venv/bin/python benchmarks/report_methods_cost.py`", ""]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
-    print("\n".join(lines))
+    results.write_json(payload, default=str)
+    payload = json.loads(results.path("json").read_text())  # the parameters as the JSON has them
+    results.write_markdown(markdown(payload))
+    print(markdown(payload))
 
 
 if __name__ == "__main__":

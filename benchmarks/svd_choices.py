@@ -9,7 +9,9 @@ fine-tuning, no BatchNorm re-estimation. Writes ``svd_choices.{json,md,csv}`` un
 
 Run from the repository root: ``PYTHONPATH=. python benchmarks/svd_choices.py`` (CPU; about an
 hour on one busy core, most of it evaluating on 10,000 images). Each finished row is appended to
-``<name>.partial.jsonl``; a stopped run started again with the same code resumes from there.
+``<name>.partial.jsonl`` (a resume store, ``_common.ResumeStore``); a stopped run started again
+with the same code resumes from there. ``--render-only [JSON]`` rewrites the Markdown from a
+stored result.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from typing import Any
 
 import pandas as pd
 import torch
+from _common import Results, ResumeStore, add_render_only, provenance, render_source
 
-from smoothviz.atomic import atomic_write_text
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
 from smoothviz.measure import count_params, evaluate
-from smoothviz.provenance import environment_info
+from smoothviz.presets import BENCHMARK_MODEL
 from smoothviz.sweep import compress
 from smoothviz.training import resolve_device, train
 
@@ -90,7 +92,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default="svd_choices")
+    add_render_only(p)
     return p.parse_args(argv)
+
+
+def render(payload: dict) -> str:
+    """The Markdown of a stored result (what ``main`` writes beside its JSON)."""
+    base = payload.get("test_acc_uncompressed")
+    if base is None:  # results written before the JSON kept it: each training's rows carry it
+        base = {r["training"]: r["test_acc_uncompressed"] for r in payload["rows"]}
+    return markdown(pd.DataFrame(payload["rows"]), payload["provenance"], base)
 
 
 def markdown(df: pd.DataFrame, env: dict, base: dict[str, float]) -> str:
@@ -120,36 +131,37 @@ def markdown(df: pd.DataFrame, env: dict, base: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _row_key(row: dict) -> tuple:
+    """A row is reused only by the code that measured it (its git SHA)."""
+    return (row["git_sha"], row["training"], row["variant"], row["target_reduction"])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    results = Results(args.out, args.name)
+    source = render_source(args.render_only, results)
+    if source is not None:
+        results.write_markdown(render(json.loads(source.read_text())))
+        print(results.path("md").read_text())
+        return
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
-    env = environment_info(device)  # at the start: the code that produced the numbers
+    # at the start: the code that produced the numbers
+    env = provenance(device, script=__file__, argv=argv)
     data = load_dataset("fashion-mnist", device=device)
     perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(args.seed))
     configs = {
         name: TrainConfig(
-            dataset="fashion-mnist",
-            model="resnet18",
-            width=16,
-            epochs=4,
-            train_subset=20000,
+            **BENCHMARK_MODEL,
             seed=args.seed,
             device=args.device,
             **TRAININGS[name],
         )
         for name in args.trainings
     }
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    # One line per finished row, so a stopped run resumes where it was (only rows of this code).
-    partial = out / f"{args.name}.partial.jsonl"
-    done = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("git_sha") == env["git_sha"]:
-                done[(row["training"], row["variant"], row["target_reduction"])] = row
+    # One record per finished row, so a stopped run resumes where it was (only rows of this code).
+    store = ResumeStore(results.path("partial.jsonl"), key=_row_key)
+    done = {k[1:]: row for k, row in store.records().items() if k[0] == env["git_sha"]}
     rows, base = [], {}
     for training, cfg in configs.items():
         model = train(cfg, progress=True).model.eval()
@@ -192,22 +204,22 @@ def main(argv=None) -> None:
                     "git_sha": env["git_sha"],
                 }
                 rows.append(row)
-                with partial.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                store.put(row)
                 print(json.dumps(row), flush=True)
     df = pd.DataFrame(rows)
-    atomic_write_text(out / f"{args.name}.csv", df.to_csv(index=False))
+    results.write_csv(df)
     payload = {
         "provenance": env,
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "configs": {name: cfg.to_dict() for name, cfg in configs.items()},
         "config_hashes": {name: cfg.config_hash() for name, cfg in configs.items()},
+        "test_acc_uncompressed": base,
         "rows": json.loads(df.to_json(orient="records")),
     }
-    atomic_write_text(out / f"{args.name}.json", json.dumps(payload, indent=1))
-    atomic_write_text(out / f"{args.name}.md", markdown(df, env, base))
-    partial.unlink(missing_ok=True)  # the complete result is written
-    print((out / f"{args.name}.md").read_text())
+    results.write_json(payload)
+    results.write_markdown(render(payload))
+    store.clear()  # the complete result is written
+    print(results.path("md").read_text())
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ Run from the repository root::
     PYTHONPATH=. python benchmarks/widget_latency.py            # both set-ups, before and after
     PYTHONPATH=. python benchmarks/widget_latency.py --setups resnet18 --skip-before
 
-Writes ``benchmarks/results/widget_latency.json`` and ``.md``.
+Writes ``benchmarks/results/widget_latency.json`` and ``.md`` (``--render-only [JSON]``: only the
+``.md``, from a stored result).
 """
 
 from __future__ import annotations
@@ -48,20 +49,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import Results, add_render_only, provenance, render_source
 
-from smoothviz.atomic import atomic_write_text
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
 from smoothviz.measure import evaluate
 from smoothviz.notebook_params import ExploreParams
-from smoothviz.provenance import REPO_ROOT, environment_info
+from smoothviz.presets import BENCHMARK_MODEL
+from smoothviz.provenance import REPO_ROOT
 from smoothviz.training import train
 
 # The last commit before the widgets were reworked for issue 14.
 BEFORE_REF = "5c851634287308524033d5acb23bb2d4e5d22358"
-RESNET18 = TrainConfig(
-    dataset="fashion-mnist", model="resnet18", width=16, epochs=4, train_subset=20000
-)
+RESNET18 = TrainConfig(**BENCHMARK_MODEL)
 # Targets of issue 14 on the 2-core CPU: (drag, release) in seconds.
 TARGETS = {"default": (0.2, 1.0), "resnet18": (0.5, 3.0)}
 SETTLE_NEVER = 3600.0  # timers never fire by themselves; the benchmark releases by hand
@@ -77,6 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default="widget_latency")
+    add_render_only(p)
     return p.parse_args(argv)
 
 
@@ -288,17 +289,19 @@ async def run_setup(name: str, before, args) -> dict[str, Any]:
 
 
 def markdown(results: list[dict], env: dict, meta: dict) -> str:
+    """The tables of one run: per set-up, each slider's drag and release, before and after."""
+    cpus = meta.get("cpu_count") or os.cpu_count()  # results before it was kept: this machine's
     lines = [
         "# Widget latency: one slider move, dragging (subset) and released (full test set)",
         "",
         f"Device: {env['device']}; torch {env['torch']}; git {env['git_sha']}; {env['date']}.",
         f"Load average (1 min) before / after the run: {meta['load_before'][0]:.2f} / "
-        f"{meta['load_after'][0]:.2f} on {os.cpu_count()} CPUs"
+        f"{meta['load_after'][0]:.2f} on {cpus} CPUs"
         + (
             " — **timed while other work loaded the CPU: absolute times are inflated**"
             # the run itself keeps about its torch threads busy: only more than that is others'
             if meta["load_before"][0] > 1.0
-            or meta["load_after"][0] > (meta.get("threads") or os.cpu_count() or 1) + 0.5
+            or meta["load_after"][0] > (meta.get("threads") or cpus or 1) + 0.5
             else ""
         )
         + ".",
@@ -353,7 +356,7 @@ def markdown(results: list[dict], env: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args) -> None:
+async def main_async(args, argv=None) -> None:
     before = None if args.skip_before else load_before(args.before_ref)
     meta = {
         "before_ref": args.before_ref if before else None,
@@ -361,26 +364,34 @@ async def main_async(args) -> None:
         "moves": args.moves,
         "threads": torch.get_num_threads(),
         "load_before": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
     }
     results = []
     for name in args.setups:
         results.append(await run_setup(name, before, args))
     meta["load_after"] = os.getloadavg()
-    env = environment_info("cpu")
-    args.out.mkdir(parents=True, exist_ok=True)
+    env = provenance("cpu", script=__file__, argv=argv)
     payload = {"environment": env, **meta, "results": results}
-    atomic_write_text(args.out / f"{args.name}.json", json.dumps(payload, indent=2) + "\n")
-    atomic_write_text(args.out / f"{args.name}.md", markdown(results, env, meta))
+    out = Results(args.out, args.name)
+    out.write_json(payload, indent=2, final_newline=True)
+    out.write_markdown(markdown(results, env, meta))
     print(markdown(results, env, meta))
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    results = Results(args.out, args.name)
+    source = render_source(args.render_only, results)
+    if source is not None:
+        stored = json.loads(source.read_text())
+        results.write_markdown(markdown(stored["results"], stored["environment"], stored))
+        print(results.path("md").read_text())
+        return
     if args.gestures < 1 or args.moves < 1:
         raise SystemExit("--gestures and --moves must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    asyncio.run(main_async(args))  # callbacks find a running loop, as in a kernel
+    asyncio.run(main_async(args, argv))  # callbacks find a running loop, as in a kernel
 
 
 if __name__ == "__main__":

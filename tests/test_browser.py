@@ -44,7 +44,7 @@ SMALL = {
     "param_reduction": 0.0,  # start uncompressed, so lowering a rank must cost accuracy
 }
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _missing() -> list[str]:

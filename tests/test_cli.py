@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from smoothviz.cli import main
 from smoothviz.config import TrainConfig
 
@@ -25,6 +27,7 @@ def test_bad_value_exits_2_with_a_one_line_message_and_no_traceback(capsys):
     assert "epochs must be an int >= 1" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_train_command_runs_and_the_second_call_uses_the_cache(cache_dir):
     cmd = [
         sys.executable,

@@ -139,7 +139,7 @@ def test_residual_group_pruning_matches_the_closed_form():
     assert new(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("target", [0.5, 0.7])
+@pytest.mark.parametrize("target", [0.5, pytest.param(0.7, marks=pytest.mark.slow)])
 def test_residual_groups_reach_high_reductions(target):
     torch.manual_seed(0)
     model = build_model("resnet18", 1, 10, width=8)
@@ -154,7 +154,10 @@ def test_residual_groups_reach_high_reductions(target):
     assert new(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("importance", IMPORTANCES)
+@pytest.mark.parametrize(  # the default importance in the inner loop, every one in the full suite
+    "importance",
+    [i if i == "fisher" else pytest.param(i, marks=pytest.mark.slow) for i in IMPORTANCES],
+)
 def test_zero_pruning_is_the_identity_with_every_option(importance):
     torch.manual_seed(0)
     model = build_model("resnet18", 1, 10, width=8)

@@ -153,6 +153,7 @@ def _output_errors(model, name, f, rows, d):
     return np.array(out)
 
 
+@pytest.mark.slow  # trained_cnn: a 3-epoch training, then every rank of every layer
 @pytest.mark.parametrize("weighting", ["batchnorm", "none"])
 def test_never_worse_than_weight_only_svd_on_the_calibration_inputs(
     trained_cnn, mini_data, weighting
@@ -192,6 +193,7 @@ def test_sequential_refit_keeps_the_weight_when_nothing_upstream_changed(cnn, ca
     torch.testing.assert_close(same.u * same.s @ same.vh, w, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # trained_cnn: a 3-epoch training
 def test_sequential_refit_reduces_the_next_layers_error(trained_cnn, mini_data):
     """After layer '3' is cut, refitting layer '7' on the new inputs brings its output closer to
     the original network's than truncating it on the original inputs does."""
@@ -306,6 +308,7 @@ def test_grouped_conv_named_explicitly_is_refused_as_svd_does():
         data_aware_svd_compress(model, torch.randn(2, 1, 8, 8), ranks={"depthwise": 2})
 
 
+@pytest.mark.slow  # the data-aware factors of every layer of torchvision's MobileNetV2
 def test_torchvision_mobilenet_runs_with_its_depthwise_convs_skipped(zoo):
     model = zoo["mobilenet_v2"]
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -29,7 +29,8 @@ def _keep_all(model, factors, variant="one_shot"):
 
 @pytest.mark.parametrize("variant", ["one_shot", "sequential", "corrected"])
 @pytest.mark.parametrize("compensate", [True, False])
-@pytest.mark.parametrize("name", ["cnn", "resnet18", "mlp"])
+# resnet18 (the residual streams as groups) runs in the full suite; cnn and mlp in the inner loop.
+@pytest.mark.parametrize("name", ["cnn", pytest.param("resnet18", marks=pytest.mark.slow), "mlp"])
 def test_keeping_every_channel_reproduces_project_models(name, variant, compensate):
     torch.manual_seed(0)
     model = build_model(name, 1, 10, width=8 if name != "mlp" else 32).eval()
@@ -43,7 +44,14 @@ def test_keeping_every_channel_reproduces_project_models(name, variant, compensa
     torch.testing.assert_close(full(x), model(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn", "mobilenet_v2"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param("resnet18", marks=pytest.mark.slow),
+        pytest.param("vgg11_bn", marks=pytest.mark.slow),
+        "mobilenet_v2",
+    ],
+)
 def test_keeping_every_channel_reproduces_torchvision(zoo, arch):
     model = zoo[arch]
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))

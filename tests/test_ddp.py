@@ -99,6 +99,7 @@ def ddp_run(tmp_path_factory):
     return tmp, cache, out
 
 
+@pytest.mark.slow
 def test_two_process_training_equals_the_single_process_one_and_rank0_alone_writes(ddp_run):
     tmp, cache, out = ddp_run
     key = cache_key(CFG)  # an mlp has no BatchNorm: the single-process cache entry
@@ -123,6 +124,7 @@ def test_two_process_training_equals_the_single_process_one_and_rank0_alone_writ
     assert out.stdout.count("checkpoint:") == 1  # rank 0 alone reports
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_identical_weights(ddp_run, tmp_path):
     _, reference_cache, _ = ddp_run
     key = cache_key(CFG)
@@ -144,6 +146,7 @@ def test_a_killed_two_process_run_resumes_to_identical_weights(ddp_run, tmp_path
     assert not partial.exists()
 
 
+@pytest.mark.slow
 def test_a_batchnorm_model_on_cpu_trains_with_per_rank_statistics_under_its_own_key(tmp_path):
     args = ["train", "--model=cnn", "--width=8", "--epochs=1", "--train-subset=512"]
     out = _torchrun(tmp_path, tmp_path / "cache", [*args, "--batch-size=64", "--device=cpu"])

@@ -79,6 +79,7 @@ def grid_runs(tmp_path_factory):
     return serial, cli, json.loads((index.parent / "report.json").read_text()), tmp, seconds
 
 
+@pytest.mark.slow
 def test_a_grid_on_two_workers_gives_the_serial_runs_results(grid_runs):
     serial, cli, parallel, tmp, _ = grid_runs
     assert [p["status"] for p in parallel["points"]] == [p.status for p in serial.points]
@@ -96,6 +97,7 @@ def test_a_grid_on_two_workers_gives_the_serial_runs_results(grid_runs):
     assert compared == 4  # two ok points, two trainings each
 
 
+@pytest.mark.slow
 def test_a_point_whose_parameters_fail_validation_fails_alone(grid_runs):
     _, cli, parallel, tmp, _ = grid_runs
     assert cli.returncode == 1
@@ -112,6 +114,7 @@ def test_a_point_whose_parameters_fail_validation_fails_alone(grid_runs):
     assert (Path(parallel["points"][2]["notebooks"][0]["html"]).name) == "01_train.html"
 
 
+@pytest.mark.slow
 def test_the_cli_shows_the_dashboard_link_and_a_bar_over_points(grid_runs):
     _, cli, _, _, _ = grid_runs
     assert "Dask local cluster of 2 worker process(es)" in cli.stderr
@@ -121,6 +124,7 @@ def test_the_cli_shows_the_dashboard_link_and_a_bar_over_points(grid_runs):
 
 
 # --------------------------------------------------------------------------- a worker dies
+@pytest.mark.slow
 def test_killing_a_worker_during_a_point_still_ends_with_every_point_done(tmp_path):
     env = {"SMOOTHVIZ_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     cluster = LocalCluster(
@@ -193,6 +197,7 @@ def cluster_client(tmp_path_factory):
     cluster.close()
 
 
+@pytest.mark.slow
 def test_two_workers_asked_for_the_same_config_train_it_once(cluster_client, tmp_path):
     client, _ = cluster_client
     cfg = TrainConfig(model="mlp", width=64, epochs=2, train_subset=4000, batch_size=64)
@@ -215,6 +220,7 @@ def test_two_workers_asked_for_the_same_config_train_it_once(cluster_client, tmp
     assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 1
 
 
+@pytest.mark.slow
 def test_sweep_on_a_cluster_gives_the_serial_sweeps_rows(cluster_client, mini_data, trained_cnn):
     from smoothviz.sweep import sweep
     from smoothviz.training import train
@@ -301,6 +307,7 @@ def test_without_bokeh_at_the_scheduler_the_dashboard_is_said_to_be_unavailable(
     assert distributed.dashboard_message(with_dashboard).endswith("http://h:8787/status")
 
 
+@pytest.mark.slow  # a Dask client waits out its 2 s connection timeout
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
     request = distributed.ClusterRequest(scheduler="tcp://127.0.0.1:9")
     with pytest.raises(ConfigError, match="could not reach the Dask scheduler"):

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("distributed")  # a declared dependency: absent only in a broken install
+# Trainings, and a Dask LocalCluster of two worker processes.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds per training: an mlp on the embedded subset, one regulariser at one weight.
@@ -20,6 +22,7 @@ TOY_ARGS += ["--reductions", "0.5", "0.7"]
 
 @pytest.fixture
 def lambda_sweep(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its sibling modules (_common, ...)
     spec = importlib.util.spec_from_file_location(
         "lambda_sweep", ROOT / "benchmarks/lambda_sweep.py"
     )

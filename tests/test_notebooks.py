@@ -120,6 +120,7 @@ def small_report(tmp_path_factory):
     return out, tmp / "reports"
 
 
+@pytest.mark.slow
 def test_report_command_writes_index_and_exits_0(small_report):
     out, reports = small_report
     assert out.returncode == 0, out.stderr[-3000:]
@@ -138,6 +139,7 @@ def test_report_command_writes_index_and_exits_0(small_report):
     assert record["points"][0]["parameters"]["width"] == 8
 
 
+@pytest.mark.slow
 def test_landing_page_leads_with_the_headline_computed_from_the_run(small_report):
     from smoothviz.headline import headline_sentence, headline_table, load_results
 
@@ -171,12 +173,14 @@ def test_landing_page_leads_with_the_headline_computed_from_the_run(small_report
         assert f"{100 * r['test_acc_uncompressed']:.1f}" in page
 
 
+@pytest.mark.slow
 def test_terminal_shows_progress_and_the_path_but_no_kernel_noise(small_report):
     out, _ = small_report
     assert "without encryption" not in out.stderr and "IPKernelApp" not in out.stderr
     assert out.stdout.strip().endswith("index.html")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_executed_by_papermill_without_errors(small_report, name):
     out, _ = small_report

@@ -719,6 +719,7 @@ print(json.dumps({"from_cache": run.from_cache, "weights": digest.hexdigest(),
 """
 
 
+@pytest.mark.slow
 def test_two_processes_asking_for_the_same_config_at_once_train_it_once(cache_dir, tmp_path):
     cfg = TrainConfig(**TINY)
     env = dict(os.environ, SMOOTHVIZ_CACHE=str(cache_dir))
@@ -862,6 +863,7 @@ def _work_started(executed: Path) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_a_report_killed_midway_leaves_no_page_claiming_success(tmp_path, cache_dir):
     log = (tmp_path / "stderr.txt").open("w")
     proc = subprocess.Popen(
@@ -896,6 +898,7 @@ def test_a_report_killed_midway_leaves_no_page_claiming_success(tmp_path, cache_
     assert not (run_dir / "00-defaults" / "01_train.html").exists()  # no half-rendered output
 
 
+@pytest.mark.slow
 def test_two_reports_at_once_with_different_parameters_finish_separately(tmp_path, cache_dir):
     env = dict(os.environ, SMOOTHVIZ_CACHE=str(cache_dir))
     widths = (8, 12)
@@ -932,6 +935,7 @@ def test_two_reports_at_once_with_different_parameters_finish_separately(tmp_pat
     assert not list((cache_dir / "checkpoints").glob("*.partial.pt"))
 
 
+@pytest.mark.slow
 def test_a_report_escapes_user_given_strings(tmp_path, cache_dir, capsys):
     """A hostile model name passes validation (torchvision:<anything>), fails inside the notebook,
     and reaches the page in the parameters, the command line and the error: always escaped."""

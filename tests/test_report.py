@@ -16,6 +16,7 @@ from smoothviz.notebook_params import TrainParams
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_unknown_parameter_exits_nonzero_with_a_clear_message_before_any_work(tmp_path):
     out = subprocess.run(
         [
@@ -97,6 +98,7 @@ def test_landing_page_escapes_user_strings_and_never_claims_success_while_runnin
     assert "SUCCEEDED" not in page
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_fails_the_run_keeps_partial_output_and_exits_nonzero(
     tmp_path, cache_dir, capsys
 ):
@@ -235,6 +237,7 @@ def test_default_preset_falls_back_to_the_embedded_data_and_says_so(monkeypatch)
     assert report.plan("default")[0].parameters["dataset"] == "fashion-mnist"
 
 
+@pytest.mark.slow
 def test_kernels_start_without_the_unencrypted_tcp_warning_and_errors_still_show(tmp_path):
     import nbformat
     import papermill

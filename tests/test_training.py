@@ -99,6 +99,7 @@ def test_same_config_and_seed_give_the_same_weights_and_the_cache_returns_them(c
     assert cache_key(cfg) != cache_key(cfg.replace(seed=1))
 
 
+@pytest.mark.slow
 def test_resume_after_a_real_kill_ends_with_the_same_weights(cache_dir):
     cfg = TrainConfig(**{**FAST, "epochs": 6})
     script = (
