@@ -118,7 +118,8 @@ def setup(name: str) -> dict[str, Any]:
         "data": data,
         "describe": describe,
         "rank": {**common, "param_reduction": params.param_reduction},
-        "prune": {**common, "ratio": params.prune_ratio},
+        "prune": common,
+        "prune_reduction": params.prune_ratio,
         "drag_subset": params.drag_subset,
     }
 
@@ -167,6 +168,12 @@ async def run_gestures(explorer, slider, step, lo, hi, gestures: int, moves: int
 async def release(explorer) -> None:
     """What the settle timer does once the slider is still: the full test set (the current
     widgets measure it one batch per event-loop turn; wait until that is done)."""
+    if hasattr(explorer, "settle"):  # the current explorers' public seam
+        explorer.settle(stepwise=True)
+        while explorer.pending is not None:
+            await asyncio.sleep(0)
+        return
+    # The widgets before issue 14 (read from git) had no public seam: what their timer did.
     if explorer._timer is not None:
         explorer._timer.cancel()
         explorer._timer = None
@@ -219,13 +226,24 @@ async def time_version(version: str, module, s: dict, args) -> list[dict[str, An
     for method in module.PRUNE_METHODS:
         with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
             with Timer() as opened:
+                # The initial reduction was called ratio= before the one vocabulary.
+                initial = {
+                    "ratio" if version == "before" else "param_reduction": s["prune_reduction"]
+                }
                 prune = module.PruneExplorer(
-                    s["models"], s["data"], settle_seconds=SETTLE_NEVER, **s["prune"]
+                    s["models"], s["data"], settle_seconds=SETTLE_NEVER, **s["prune"], **initial
                 )
                 prune.method.value = method
                 await release(prune)
         drags, releases = await run_gestures(
-            prune, prune.ratio, 0.01, 0.05, 0.9, args.gestures, args.moves, quiet
+            prune,
+            prune.ratio if version == "before" else prune.reduction,
+            0.01,
+            0.05,
+            0.9,
+            args.gestures,
+            args.moves,
+            quiet,
         )
         rows.append(_row(version, "PruneExplorer", f"ratio · {method}", drags, releases, opened))
     return rows
