@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smoothviz.image_folder import FOLDER_PREFIX, folder_path, folder_shape, read_image_folder
+
 DATASET_NAMES = ("fashion-mnist-mini", "fashion-mnist", "cifar10")
-FOLDER_PREFIX = "folder:"  # "folder:PATH": a folder of images (smoothviz.image_folder)
 # (in_channels, num_classes, image_size) of the registered datasets, known without loading them.
 DATASET_SHAPES = {
     "fashion-mnist-mini": (1, 10, 28),
@@ -320,6 +321,24 @@ def _load_cifar10(root: Path | None, download: bool) -> ImageData:
     )
 
 
+def _load_folder(name: str) -> ImageData:
+    """A ``folder:PATH`` dataset (:mod:`smoothviz.image_folder`), normalised by its training
+    split's per-channel mean and standard deviation."""
+    x_train, y_train, x_test, y_test, classes = read_image_folder(name)
+    pixels = x_train.float().div_(255.0)
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)  # a constant channel must not divide by 0
+    stats = (tuple(mean.tolist()), tuple(std.tolist()))
+    return ImageData(
+        name=f"{FOLDER_PREFIX}{folder_path(name)}",
+        x_train=_normalise(x_train, stats),
+        y_train=y_train,
+        x_test=_normalise(x_test, stats),
+        y_test=y_test,
+        classes=classes,
+    )
+
+
 def load_dataset(
     name: str = "fashion-mnist-mini",
     *,
@@ -342,9 +361,7 @@ def load_dataset(
         Where the tensors live; training and augmentation then run there without copies.
     """
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        from smoothviz.image_folder import load_image_folder
-
-        return load_image_folder(name).to(device)
+        return _load_folder(name).to(device)
     if name not in DATASET_NAMES:
         raise ValueError(
             f"dataset: unknown dataset {name!r}; allowed: {list(DATASET_NAMES)} or 'folder:PATH'"
@@ -367,8 +384,6 @@ def dataset_shape(name: str) -> tuple[int, int, int]:
     """``(in_channels, num_classes, image_size)`` of a dataset without loading its images (for a
     ``folder:PATH`` dataset: its class folders and the images' headers)."""
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        from smoothviz.image_folder import folder_shape
-
         return folder_shape(name)
     if name not in DATASET_SHAPES:
         raise ValueError(

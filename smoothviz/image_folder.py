@@ -14,9 +14,9 @@ datasets are:
 - **size**: ``S x S`` where ``S`` is the shorter side of the first training image (the first file
   of the first class); an image of another size is resized so its shorter side is ``S``
   (bilinear, antialiased) and centre-cropped to ``S x S``;
-- **normalisation**: pixel values in [0, 1], then the training split's per-channel mean and
-  standard deviation (computed here, as :data:`smoothviz.data.NORMALISATION` holds them for the
-  built-in sets).
+- **normalisation** (by :func:`smoothviz.data.load_dataset`): pixel values in [0, 1], then the
+  training split's per-channel mean and standard deviation, computed from the images (as
+  :data:`smoothviz.data.NORMALISATION` holds them for the built-in sets).
 
 A model for the folder is built with ``num_classes`` = the number of class folders; a checkpoint
 whose classifier has another number of outputs is refused by :mod:`smoothviz.checkpoints`, naming
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from smoothviz.data import FOLDER_PREFIX
+__all__ = ["FOLDER_PREFIX", "folder_path", "folder_shape", "read_image_folder"]
 
-__all__ = ["FOLDER_PREFIX", "folder_path", "folder_shape", "load_image_folder"]
+FOLDER_PREFIX = "folder:"
 
 SPLITS = ("train", "test")
 _ONE_CHANNEL_MODES = frozenset({"1", "L", "I", "I;16", "F"})
@@ -108,8 +108,12 @@ def _to_tensor(path: Path, channels: int, size: int) -> torch.Tensor:
     return x
 
 
-def load_image_folder(dataset: str):
-    """Every image of a ``folder:PATH`` dataset as an :class:`~smoothviz.data.ImageData` (CPU).
+def read_image_folder(
+    dataset: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """Every image of a ``folder:PATH`` dataset as uint8 tensors ``(N, C, S, S)`` with int64
+    labels: ``(x_train, y_train, x_test, y_test, classes)`` (:func:`smoothviz.data.load_dataset`
+    normalises them into an :class:`~smoothviz.data.ImageData`).
 
     Raises
     ------
@@ -119,26 +123,11 @@ def load_image_folder(dataset: str):
         When ``train/`` or ``test/`` is missing, holds no class folders or images, or the two
         splits' class folders differ.
     """
-    from smoothviz.data import ImageData, _normalise
-
-    root = folder_path(dataset)
-    files = _split_files(root)
+    files = _split_files(folder_path(dataset))
     channels, _, size = folder_shape(dataset)
-    tensors = {}
+    out = []
     for split in SPLITS:
         samples = files[split][1]
-        x = torch.stack([_to_tensor(p, channels, size) for p, _ in samples])
-        y = torch.tensor([label for _, label in samples], dtype=torch.long)
-        tensors[split] = (x, y)
-    x_train = tensors["train"][0].float().div_(255.0)
-    mean = x_train.mean(dim=(0, 2, 3))
-    std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-6)  # a constant channel must not divide by 0
-    stats = (tuple(mean.tolist()), tuple(std.tolist()))
-    return ImageData(
-        name=f"{FOLDER_PREFIX}{root}",
-        x_train=_normalise(tensors["train"][0], stats),
-        y_train=tensors["train"][1],
-        x_test=_normalise(tensors["test"][0], stats),
-        y_test=tensors["test"][1],
-        classes=tuple(files["train"][0]),
-    )
+        out.append(torch.stack([_to_tensor(p, channels, size) for p, _ in samples]))
+        out.append(torch.tensor([label for _, label in samples], dtype=torch.long))
+    return (*out, tuple(files["train"][0]))
