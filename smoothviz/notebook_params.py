@@ -309,7 +309,9 @@ class NotebookParams(Validated):
 
     def _checkpoint_runs(self) -> dict:
         """``checkpoints`` as ``{name: TrainedRun}``: each history one row (epoch 0, nothing
-        trained) with the model's accuracy and loss on :meth:`load_data`'s test images."""
+        trained) with the model's accuracy and loss on :meth:`load_data`'s test images; each
+        ``checkpoint`` the file, ``config`` the parameters' training config (which did not make
+        the model: it is there because :class:`TrainedRun` holds one)."""
         import pandas as pd
 
         from smoothviz.measure import evaluate
