@@ -65,25 +65,34 @@ BODY = {
             """import matplotlib.pyplot as plt
 
 from smoothviz.analysis import final_metrics, seed_histories
+from smoothviz.checkpoints import checkpoint_table
 from smoothviz.notebook_params import TrainParams
 from smoothviz.plots import plot_history
 
 params = TrainParams.from_notebook(globals())
 params""",
         ),
-        ("markdown", "## Train (or load from the cache), at every seed"),
+        (
+            "markdown",
+            "## Train (or load from the cache), at every seed\n\n"
+            "With `checkpoints`, nothing is trained: the table shows your two models' parameters "
+            "and test accuracy.",
+        ),
         (
             "code",
-            """runs = params.train_seed_runs(progress=True)
+            """runs = params.train_seed_runs(progress=True)  # with checkpoints: your models
 histories = seed_histories(runs)
-final_metrics(histories)""",
+final_metrics(histories) if params.checkpoints is None else checkpoint_table(runs)""",
         ),
         ("markdown", "## Training curves (with several seeds: the mean and its 95 % band)"),
         (
             "code",
-            """fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-plot_history(histories, y="test_acc", ax=axes[0])
-plot_history(histories, y="train_loss", ax=axes[1]);""",
+            """if params.checkpoints is None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
+    plot_history(histories, y="test_acc", ax=axes[0])
+    plot_history(histories, y="train_loss", ax=axes[1])
+else:
+    print("Your own checkpoints: no training curves (their accuracy is in the table above).")""",
         ),
         ("markdown", "## Per-epoch history"),
         ("code", "histories"),

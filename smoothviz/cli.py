@@ -179,6 +179,30 @@ def _add_report_parser(sub: Any) -> None:
         help="train and compare both models at seeds 0..N-1 and report means with 95 %% "
         "intervals over seeds (the same as -p seeds=[0,...,N-1]; default: the preset's, one seed)",
     )
+    p.add_argument(
+        "--checkpoint",
+        dest="checkpoints",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="analyse your own trained model instead of training: NAME is baseline or smooth, "
+        "PATH a state_dict file (torch.save(model.state_dict(), PATH)) of --model; give both "
+        "(the same as -p checkpoints={...})",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="the architecture, e.g. cnn, resnet18 or torchvision:mobilenet_v2 (the same as "
+        "-p model=NAME)",
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="fashion-mnist-mini, fashion-mnist, cifar10 or folder:PATH (PATH/train/<class>/ and "
+        "PATH/test/<class>/ images; the same as -p dataset=NAME)",
+    )
     p.add_argument("--out", default="reports", help="parent folder of the run (default: reports)")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: time-based)")
     p.add_argument(
@@ -205,6 +229,25 @@ def _add_report_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+def _parse_checkpoints(items: list[str]) -> dict[str, str] | None:
+    """``["baseline=a.pt", "smooth=b.pt"]`` -> ``{"baseline": "a.pt", "smooth": "b.pt"}``."""
+    from smoothviz.checkpoints import check_checkpoint_names
+
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise ConfigError(f"--checkpoint expects NAME=PATH, got {item!r}")
+        if name in out:
+            raise ConfigError(f"--checkpoint {name} given twice")
+        out[name] = path
+    check_checkpoint_names(out, "--checkpoint")
+    return out
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     """Run the report; prints the path of index.html, returns the exit status."""
     from smoothviz.report import parse_grid, parse_parameters, run_report
@@ -216,6 +259,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if given:
             raise ConfigError(f"give --seeds or -p/--grid {'/'.join(given)}, not both")
         parameters["seeds"] = list(range(args.seeds))
+    for option, name, value in (
+        ("--model", "model", args.model),
+        ("--dataset", "dataset", args.dataset),
+        ("--checkpoint", "checkpoints", _parse_checkpoints(args.checkpoints)),
+    ):
+        if value is None:
+            continue
+        if name in parameters or name in grid:
+            raise ConfigError(f"give {option} or -p/--grid {name}, not both")
+        parameters[name] = value
     if "seed" in parameters or "seed" in grid:
         print(
             "smoothviz report: warning: the parameter 'seed' is deprecated (it still works for "

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from smoothviz._validation import check_choice, check_int, check_number
-from smoothviz.data import DATASET_NAMES
+from smoothviz.data import DATASET_NAMES, FOLDER_PREFIX
 from smoothviz.models import MODEL_NAMES, TORCHVISION_PREFIX
 from smoothviz.validated import ConfigError, Validated, documented
 
@@ -30,7 +30,7 @@ class TrainConfig(Validated):
     """
 
     dataset: str = documented(
-        "fashion-mnist-mini | fashion-mnist | cifar10", default="fashion-mnist-mini"
+        "fashion-mnist-mini | fashion-mnist | cifar10 | folder:PATH", default="fashion-mnist-mini"
     )
     data_root: str | None = documented(
         "folder to read the dataset from (None: its default place)", default=None
@@ -68,7 +68,15 @@ class TrainConfig(Validated):
 
     def validate(self) -> None:
         """Check every value's range; the first bad one raises ConfigError naming it."""
-        check_choice("dataset", self.dataset, DATASET_NAMES, error=ConfigError)
+        if self.dataset.startswith(FOLDER_PREFIX):  # a folder of images (smoothviz.image_folder)
+            _require(
+                bool(self.dataset[len(FOLDER_PREFIX) :].strip()),
+                "dataset",
+                self.dataset,
+                "'folder:PATH' with a folder after the colon",
+            )
+        else:
+            check_choice("dataset", self.dataset, DATASET_NAMES, error=ConfigError)
         _require(
             self.model in MODEL_NAMES
             or (self.model.startswith(TORCHVISION_PREFIX) and len(self.model) > 12),

@@ -13,6 +13,10 @@ Registered names:
     torchvision's CIFAR-10 reader (which checks the files' MD5 sums); downloaded only with
     ``download=True``.
 
+``folder:PATH``
+    A user's own images in ``PATH/train/<class>/`` and ``PATH/test/<class>/``
+    (:mod:`smoothviz.image_folder` says how they become tensors).
+
 A user's own tensors go through :func:`from_tensors`.
 """
 
@@ -29,7 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smoothviz.image_folder import FOLDER_PREFIX, folder_path, folder_shape, read_image_folder
+
 DATASET_NAMES = ("fashion-mnist-mini", "fashion-mnist", "cifar10")
+# (in_channels, num_classes, image_size) of the registered datasets, known without loading them.
+DATASET_SHAPES = {
+    "fashion-mnist-mini": (1, 10, 28),
+    "fashion-mnist": (1, 10, 28),
+    "cifar10": (3, 10, 32),
+}
 
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MINI_FILE = "fashion-mnist-mini.npz"
@@ -309,6 +321,24 @@ def _load_cifar10(root: Path | None, download: bool) -> ImageData:
     )
 
 
+def _load_folder(name: str) -> ImageData:
+    """A ``folder:PATH`` dataset (:mod:`smoothviz.image_folder`), normalised by its training
+    split's per-channel mean and standard deviation."""
+    x_train, y_train, x_test, y_test, classes = read_image_folder(name)
+    pixels = x_train.float().div_(255.0)
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)  # a constant channel must not divide by 0
+    stats = (tuple(mean.tolist()), tuple(std.tolist()))
+    return ImageData(
+        name=f"{FOLDER_PREFIX}{folder_path(name)}",
+        x_train=_normalise(x_train, stats),
+        y_train=y_train,
+        x_test=_normalise(x_test, stats),
+        y_test=y_test,
+        classes=classes,
+    )
+
+
 def load_dataset(
     name: str = "fashion-mnist-mini",
     *,
@@ -321,7 +351,8 @@ def load_dataset(
     Parameters
     ----------
     name
-        One of ``"fashion-mnist-mini"`` (default, embedded), ``"fashion-mnist"``, ``"cifar10"``.
+        One of ``"fashion-mnist-mini"`` (default, embedded), ``"fashion-mnist"``, ``"cifar10"``,
+        or ``"folder:PATH"`` (a folder of images, :mod:`smoothviz.image_folder`).
     root
         Folder to read from instead of the default place.
     download
@@ -329,8 +360,12 @@ def load_dataset(
     device
         Where the tensors live; training and augmentation then run there without copies.
     """
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
+        return _load_folder(name).to(device)
     if name not in DATASET_NAMES:
-        raise ValueError(f"dataset: unknown dataset {name!r}; allowed: {list(DATASET_NAMES)}")
+        raise ValueError(
+            f"dataset: unknown dataset {name!r}; allowed: {list(DATASET_NAMES)} or 'folder:PATH'"
+        )
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
     if root is not None and not isinstance(root, (str, os.PathLike)):
@@ -343,6 +378,18 @@ def load_dataset(
     else:
         data = _load_cifar10(root_path, download)
     return data.to(device)
+
+
+def dataset_shape(name: str) -> tuple[int, int, int]:
+    """``(in_channels, num_classes, image_size)`` of a dataset without loading its images (for a
+    ``folder:PATH`` dataset: its class folders and the images' headers)."""
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
+        return folder_shape(name)
+    if name not in DATASET_SHAPES:
+        raise ValueError(
+            f"dataset: unknown dataset {name!r}; allowed: {list(DATASET_NAMES)} or 'folder:PATH'"
+        )
+    return DATASET_SHAPES[name]
 
 
 def augment_batch(

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Self, Union, get_args, get_origin
 from smoothviz._validation import is_number
 from smoothviz.compress import METHODS
 from smoothviz.config import ConfigError, TrainConfig
+from smoothviz.data import FOLDER_PREFIX
 from smoothviz.presets import DEFAULT_METHODS, DEFAULT_REDUCTIONS, MAIN_JOB
 from smoothviz.validated import Validated, documented
 
@@ -67,6 +68,9 @@ def notebook_annotation(annotation: Any) -> str:
         return f'"Optional[{notebook_annotation(inner[0])}]"'
     if origin is tuple:
         return f"list[{get_args(annotation)[0].__name__}]"
+    if origin is dict:
+        key, item = get_args(annotation)
+        return f"dict[{key.__name__}, {item.__name__}]"
     return annotation.__name__
 
 
@@ -109,7 +113,8 @@ class NotebookParams(Validated):
     # The main job's defaults (the report's ``default`` preset): smoothviz.presets.MAIN_JOB says
     # which measurement chose each.
     dataset: str = _help(
-        "fashion-mnist-mini | fashion-mnist | cifar10", default=MAIN_JOB["dataset"]
+        "fashion-mnist-mini | fashion-mnist | cifar10 | folder:PATH (train/ and test/ inside)",
+        default=MAIN_JOB["dataset"],
     )
     model: str = _help("cnn | resnet18 | mlp | torchvision:<arch>", default=MAIN_JOB["model"])
     width: int | None = _help(
@@ -134,10 +139,16 @@ class NotebookParams(Validated):
         "deprecated (one release): seed N means seeds [N]; use seeds", default=None
     )
     device: str = _help("auto | cpu | cuda | mps | cuda:N", default="auto")
+    checkpoints: dict[str, str] | None = _help(
+        "your own trained models instead of training: state_dict files of model for baseline "
+        "and smooth, as a dict name to path (None: train both)",
+        default=None,
+    )
 
     def validate(self) -> None:
         """The checks every notebook shares; subclasses call it first, then check their own."""
         self._map_seed()
+        self._absolute_paths()
         bad = [s for s in self.seeds if s < 0]
         if not self.seeds or bad:
             raise ConfigError(
@@ -164,6 +175,36 @@ class NotebookParams(Validated):
                 "one must be > 0, or the smooth training equals the baseline"
             )
         self.training_configs()  # TrainConfig's validation names any bad training field
+        if self.checkpoints is not None:
+            self._check_checkpoint_files()
+
+    def _absolute_paths(self) -> None:
+        """Paths made absolute (papermill runs each notebook in its own folder), ``~`` expanded."""
+        if self.dataset.startswith(FOLDER_PREFIX) and self.dataset[len(FOLDER_PREFIX) :].strip():
+            from smoothviz.image_folder import folder_path
+
+            object.__setattr__(self, "dataset", FOLDER_PREFIX + str(folder_path(self.dataset)))
+        if self.checkpoints is not None:
+            absolute = {k: str(Path(v).expanduser().resolve()) for k, v in self.checkpoints.items()}
+            object.__setattr__(self, "checkpoints", absolute)
+
+    def _check_checkpoint_files(self) -> None:
+        """The names are baseline and smooth, the files exist, one seed (a checkpoint is one
+        model). The files' content is checked once per report by :meth:`check_checkpoints`."""
+        from smoothviz.checkpoints import check_checkpoint_names
+
+        check_checkpoint_names(self.checkpoints, "notebook parameter 'checkpoints'")
+        for name, path in self.checkpoints.items():
+            if not Path(path).is_file():
+                raise ConfigError(
+                    f"notebook parameter 'checkpoints': {name!r}: no file at {path!r}"
+                )
+        if len(self.seeds) > 1:
+            raise ConfigError(
+                f"notebook parameter 'seeds' is {list(self.seeds)!r}, but 'checkpoints' gives one "
+                "model per name: give one seed (it draws the test subset and the calibration "
+                "images)"
+            )
 
     def _map_seed(self) -> None:
         """The deprecated ``seed`` N becomes ``seeds`` [N] (and ``seed`` None), with a warning."""
@@ -226,21 +267,88 @@ class NotebookParams(Validated):
         }
 
     def all_training_configs(self) -> list[TrainConfig]:
-        """Every training of every seed (what a cluster can train side by side)."""
+        """Every training of every seed (what a cluster can train side by side); none when
+        ``checkpoints`` gives the models."""
+        if self.checkpoints is not None:
+            return []
         return [cfg for s in self.seeds for cfg in self.training_configs(s).values()]
 
+    def load_models(self, device: str | None = None) -> dict:
+        """The models of ``checkpoints``, built for ``model``/``width`` and the dataset's
+        channels, classes and image size: ``{"baseline": model, "smooth": model}`` in eval mode on
+        ``device`` (default: the ``device`` parameter).
+
+        Raises ConfigError naming the checkpoint when a file is refused or does not fit
+        (:mod:`smoothviz.checkpoints`).
+        """
+        from smoothviz.checkpoints import CHECKPOINT_NAMES, load_checkpoint
+        from smoothviz.data import dataset_shape
+        from smoothviz.training import resolve_device
+
+        if self.checkpoints is None:
+            raise ConfigError("notebook parameter 'checkpoints' is None: there is nothing to load")
+        in_channels, num_classes, image_size = dataset_shape(self.dataset)
+        target = resolve_device(device or self.device)
+        return {
+            name: load_checkpoint(
+                self.checkpoints[name],
+                self.model,
+                in_channels,
+                num_classes,
+                width=self.width,
+                image_size=image_size,
+                name=name,
+            ).to(target)
+            for name in CHECKPOINT_NAMES
+        }
+
+    def check_checkpoints(self) -> None:
+        """Load every checkpoint once on the CPU (what the report does before any notebook runs,
+        so a file that does not fit is named before any work)."""
+        self.load_models(device="cpu")
+
+    def _checkpoint_runs(self) -> dict:
+        """``checkpoints`` as ``{name: TrainedRun}``: each history one row (epoch 0, nothing
+        trained) with the model's accuracy and loss on :meth:`load_data`'s test images; each
+        ``checkpoint`` the file, ``config`` the parameters' training config (which did not make
+        the model: it is there because :class:`TrainedRun` holds one)."""
+        import pandas as pd
+
+        from smoothviz.measure import evaluate
+        from smoothviz.training import TrainedRun
+
+        models, data, configs = self.load_models(), self.load_data(), self.training_configs()
+        runs = {}
+        for name, model in models.items():
+            scores = evaluate(model, data)
+            history = pd.DataFrame(
+                [{"epoch": 0, "test_loss": scores["loss"], "test_acc": scores["accuracy"]}]
+            )
+            path = Path(self.checkpoints[name])
+            runs[name] = TrainedRun(model, history, configs[name], path, from_cache=True)
+        return runs
+
     def train_runs(self, progress: bool = False) -> dict:
-        """Train (or load from the cache) both trainings of the first seed: ``{name: TrainedRun}``."""
+        """Train (or load from the cache) both trainings of the first seed: ``{name: TrainedRun}``.
+
+        With ``checkpoints``, nothing is trained: the runs hold the given models
+        (:meth:`load_models`), each history one row with its test accuracy.
+        """
         from smoothviz.training import train
 
+        if self.checkpoints is not None:
+            return self._checkpoint_runs()
         return {
             name: train(cfg, progress=progress) for name, cfg in self.training_configs().items()
         }
 
     def train_seed_runs(self, progress: bool = False) -> dict[int, dict]:
-        """Train (or load) both trainings at every seed: ``{seed: {name: TrainedRun}}``."""
+        """Train (or load) both trainings at every seed: ``{seed: {name: TrainedRun}}`` (with
+        ``checkpoints``: the given models at the one seed, as :meth:`train_runs`)."""
         from smoothviz.training import train
 
+        if self.checkpoints is not None:
+            return {self.seeds[0]: self._checkpoint_runs()}
         return {
             s: {
                 name: train(cfg, progress=progress)
@@ -251,7 +359,10 @@ class NotebookParams(Validated):
 
     def seed_models(self, progress: bool = False) -> dict[int, dict]:
         """Both trained models at every seed (trained or loaded): ``{seed: {"baseline": model,
-        "smooth": model}}``, what :func:`smoothviz.sweep.sweep_seeds` takes."""
+        "smooth": model}}``, what :func:`smoothviz.sweep.sweep_seeds` takes (with
+        ``checkpoints``: the given models at the one seed)."""
+        if self.checkpoints is not None:
+            return {self.seeds[0]: self.load_models()}
         return {
             s: {name: run.model for name, run in runs.items()}
             for s, runs in self.train_seed_runs(progress=progress).items()

@@ -36,7 +36,14 @@ from smoothviz import ddp
 from smoothviz import models as _models_module
 from smoothviz.atomic import atomic_torch_save, atomic_write_text
 from smoothviz.config import ConfigError, TrainConfig
-from smoothviz.data import ImageData, augment_batch, default_cache_dir, load_dataset, sha256_of
+from smoothviz.data import (
+    FOLDER_PREFIX,
+    ImageData,
+    augment_batch,
+    default_cache_dir,
+    load_dataset,
+    sha256_of,
+)
 from smoothviz.layers import select_layers
 from smoothviz.measure import evaluate
 from smoothviz.models import build_model
@@ -275,6 +282,9 @@ def train(
         raise TypeError(f"cache_dir must be a folder path (str or Path) or None, got {cache_dir!r}")
     device = resolve_device(cfg.device)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if data is None and cfg.dataset.startswith(FOLDER_PREFIX):
+        # A folder's images can change under the same name: its content goes into the cache key.
+        data = load_dataset(cfg.dataset)
     ctx = ddp.setup(device)  # None unless started by torchrun with more than one process
     if ctx is not None:
         return _train_data_parallel(cfg, ctx, data, cache_root, use_cache, progress)

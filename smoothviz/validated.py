@@ -36,8 +36,9 @@ def fits(value: Any, annotation: Any) -> bool:
     """True when ``value`` is of the annotated type.
 
     Supported annotations: ``bool``, ``int``, ``float`` (an int is accepted), ``str``, ``None``,
-    unions of these, and ``tuple[T, ...]`` (a list or tuple whose items are ``T``). ``bool`` is
-    not an ``int`` or a ``float`` here.
+    unions of these, ``tuple[T, ...]`` (a list or tuple whose items are ``T``) and
+    ``dict[K, V]`` (a mapping whose keys are ``K`` and values ``V``). ``bool`` is not an ``int`` or
+    a ``float`` here.
     """
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
@@ -55,6 +56,11 @@ def fits(value: Any, annotation: Any) -> bool:
     if origin is tuple:
         item = get_args(annotation)[0]
         return isinstance(value, (tuple, list)) and all(fits(v, item) for v in value)
+    if origin is dict:
+        key, item = get_args(annotation)
+        return isinstance(value, Mapping) and all(
+            fits(k, key) and fits(v, item) for k, v in value.items()
+        )
     raise TypeError(f"unsupported field annotation {annotation!r}")
 
 
@@ -67,6 +73,9 @@ def type_name(annotation: Any) -> str:
         return "None"
     if origin is tuple:
         return f"list[{type_name(get_args(annotation)[0])}]"
+    if origin is dict:
+        key, item = get_args(annotation)
+        return f"dict[{type_name(key)}, {type_name(item)}]"
     return annotation.__name__
 
 

@@ -4,6 +4,9 @@
 (its options are in :mod:`smoothviz.cli`) runs every notebook in ``notebooks/`` in order into
 ``reports/<run-id>/<point>/`` (one folder per grid point), renders each executed notebook to HTML
 without its input cells, and writes ``reports/<run-id>/index.html`` and ``report.json``.
+With ``--checkpoint baseline=PATH --checkpoint smooth=PATH`` (``run_report(models=...)``, the
+notebooks' ``checkpoints`` parameter) it analyses the user's own two models instead of training
+them (:mod:`smoothviz.checkpoints`).
 
 Three steps, one module each:
 

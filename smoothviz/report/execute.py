@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from smoothviz.atomic import atomic_write, atomic_write_text
 from smoothviz.config import ConfigError
 from smoothviz.errors import error_text
 from smoothviz.notebook_params import notebook_path
+from smoothviz.presets import PRESETS
 from smoothviz.provenance import environment_info, package_versions, utc_now
 from smoothviz.report.page import write_index
 from smoothviz.report.plan import GridPoint, NotebookRun, plan
@@ -117,6 +119,7 @@ def run_report(
     log=sys.stderr,
     workers: int | None = None,
     scheduler: str | None = None,
+    models: Mapping[str, str | os.PathLike | Any] | None = None,
 ) -> ReportResult:
     """Validate, execute every notebook of every grid point, render HTML, write ``index.html``.
 
@@ -148,6 +151,14 @@ def run_report(
         ``scheduler`` (default ``$SMOOTHVIZ_SCHEDULER``). Then ``index.html`` is written once,
         when every point has ended, and a progress bar over points goes to ``log``. Without
         either (and no ``$SMOOTHVIZ_SCHEDULER``) the points run one after another here.
+    models
+        Your own trained models instead of training: ``{"baseline": ..., "smooth": ...}``, each
+        the path of a state_dict file (``torch.save(model.state_dict(), PATH)``) or an
+        ``nn.Module``, for the ``model`` parameter's architecture and the dataset's channels and
+        classes (:mod:`smoothviz.checkpoints`). An ``nn.Module`` is saved first, atomically, as
+        ``<run folder>/models/<name>.pt`` (papermill's kernels take paths). The same as the
+        notebooks' ``checkpoints`` parameter (give one of the two); every file is loaded and
+        checked before any notebook runs.
 
     Returns
     -------
@@ -156,11 +167,22 @@ def run_report(
     """
     from smoothviz import distributed
 
-    points = plan(preset, parameters, grid, notebooks)  # every check before any work
-    cluster = distributed.resolve(workers, scheduler)
+    if preset not in PRESETS:  # before the run id, which names the preset
+        raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
     run_id = run_id or new_run_id(preset)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
         raise ConfigError(f"run_id may hold only letters, digits, '.', '_' and '-', got {run_id!r}")
+    run_dir = Path(out_dir) / run_id
+    made = False
+    if models is not None:
+        parameters, made = _with_models(models, parameters, grid, run_dir)
+    try:
+        points = plan(preset, parameters, grid, notebooks)  # every check before any work
+        cluster = distributed.resolve(workers, scheduler)
+    except BaseException:
+        if made:  # the run folder holds only the models saved above: nothing ran
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     with distributed.connect(cluster, log=log) if cluster else contextlib.nullcontext() as client:
         return _run_report(
             points,
@@ -175,7 +197,45 @@ def run_report(
             command=command,
             log=log,
             client=client,
+            made=made,
         )
+
+
+def _with_models(
+    models: Mapping[str, Any],
+    parameters: Mapping[str, Any] | None,
+    grid: Mapping[str, Sequence[Any]] | None,
+    run_dir: Path,
+) -> tuple[dict[str, Any], bool]:
+    """``parameters`` with ``checkpoints`` set from ``models`` (in-memory modules saved under
+    ``run_dir/models/`` first); also whether ``run_dir`` was made here."""
+    from torch import nn
+
+    from smoothviz.checkpoints import check_checkpoint_names, save_models
+
+    check_checkpoint_names(models, "models")
+    given = sorted({"checkpoints"} & (set(parameters or {}) | set(grid or {})))
+    if given:
+        raise ConfigError("give models= or the parameter 'checkpoints', not both")
+    bad = {
+        k: type(v).__name__
+        for k, v in models.items()
+        if not isinstance(v, (str, os.PathLike, nn.Module))
+    }
+    if bad:
+        raise ConfigError(
+            f"models: each value must be a checkpoint path (str or Path) or an nn.Module, got {bad}"
+        )
+    modules = {k: v for k, v in models.items() if isinstance(v, nn.Module)}
+    checkpoints = {k: os.fspath(v) for k, v in models.items() if k not in modules}
+    made = False
+    if modules:
+        if run_dir.exists():
+            raise ConfigError(f"the run folder {run_dir} exists already; choose another run_id")
+        run_dir.mkdir(parents=True)
+        made = True
+        checkpoints.update(save_models(modules, run_dir / "models"))
+    return {**dict(parameters or {}), "checkpoints": checkpoints}, made
 
 
 def _run_report(  # the body of run_report, inside its Dask client when there is one
@@ -192,9 +252,10 @@ def _run_report(  # the body of run_report, inside its Dask client when there is
     command,
     log,
     client,
+    made=False,
 ) -> ReportResult:
     run_dir = Path(out_dir) / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
+    run_dir.mkdir(parents=True, exist_ok=made)  # made: run_report saved the given models there
     nb_dir = Path(notebook_dir) if notebook_dir is not None else None
     meta = {
         "run_id": run_id,

@@ -79,7 +79,14 @@ def point_headline(run_dir: Path, point: GridPoint) -> dict[str, Any] | None:
         results = load_results(path)
         table = headline_table(results)
         spread = None
-        if point.notebooks and {"dataset", "test_images"} <= set(results.columns) and len(results):
+        own = bool(point.notebooks) and point.notebooks[0].config.checkpoints is not None
+        # The committed seed spread is of smoothviz's trainings, never of a user's checkpoints.
+        if (
+            point.notebooks
+            and not own
+            and {"dataset", "test_images"} <= set(results.columns)
+            and len(results)
+        ):
             spread = load_seed_spread(
                 point.notebooks[0].config.training_configs(),
                 str(results["dataset"].iloc[0]),
@@ -121,7 +128,12 @@ def _headline_html(point: GridPoint, headline: Mapping[str, Any] | None, label: 
     best = {(r.training, r.target_reduction): r.method for r in headline["best"].itertuples()}
     best_bn = {(r.training, r.target_reduction): r.method for r in headline["best_bn"].itertuples()}
     configs = {}
-    if point.notebooks:  # the trainings compared, in words (every notebook trains the same two)
+    if point.notebooks and point.notebooks[0].config.checkpoints is not None:
+        configs = {  # the user's own models: nothing was trained
+            k: f"{point.notebooks[0].config.model}, your checkpoint {v}"
+            for k, v in point.notebooks[0].config.checkpoints.items()
+        }
+    elif point.notebooks:  # the trainings compared, in words (every notebook trains the same two)
         trainings = point.notebooks[0].config.training_configs()
         configs = {k: _describe_training(v) for k, v in trainings.items()}
     with_bn = bool(table["test_acc_bn_reestimated"].notna().any())

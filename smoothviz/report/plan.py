@@ -257,7 +257,39 @@ def plan(
                 raise ConfigError(f"{name}: {exc}") from exc
             if own.get("seed") is not None:  # deprecated: the notebooks get what it means
                 own = {k: v for k, v in own.items() if k != "seed"} | {"seeds": list(config.seeds)}
+            for path_name in ("dataset", "checkpoints"):  # made absolute: papermill's cwd differs
+                if path_name in own:
+                    own[path_name] = getattr(config, path_name)
             point.parameters.update(config.to_dict())
             point.notebooks.append(NotebookRun(name, cls.title, own, config))
         points.append(point)
+    _check_inputs(points)
     return points
+
+
+def _check_inputs(points: Sequence[GridPoint]) -> None:
+    """Read each distinct image folder and load each distinct set of given checkpoints once, so
+    a folder without train/ and test/ or a file that does not fit its model is named before any
+    notebook runs (:mod:`smoothviz.image_folder`, :mod:`smoothviz.checkpoints`)."""
+    checked: set = set()
+    for point in points:
+        for nb in point.notebooks[:1]:  # every notebook of a point loads the same data and models
+            c = nb.config
+            keys = []
+            if c.dataset.startswith(data.FOLDER_PREFIX):
+                keys.append(("folder", c.dataset))
+            if c.checkpoints is not None:
+                keys.append((c.model, c.width, c.dataset, tuple(sorted(c.checkpoints.items()))))
+            for key in keys:
+                if key in checked:
+                    continue
+                try:
+                    if key[0] == "folder":
+                        data.dataset_shape(c.dataset)
+                    else:
+                        c.check_checkpoints()
+                except ConfigError:
+                    raise
+                except (OSError, ValueError) as exc:  # an image folder that cannot be read
+                    raise ConfigError(str(exc)) from exc
+                checked.add(key)
