@@ -155,6 +155,7 @@ ranks""",
         (
             "code",
             """from smoothviz.analysis import load_lambda_sweep, tradeoff_table
+from smoothviz.frontier import compare_to_frontier, frontier_for
 from smoothviz.headline import best_methods, headline_sentence, headline_table, save_results
 from smoothviz.notebook_params import TradeoffParams
 from smoothviz.plots import lambda_sweep_grid, tradeoff_grid
@@ -187,10 +188,31 @@ print(headline_sentence(headline))""",
         ("code", "best_methods(headline)"),
         (
             "markdown",
-            "## Accuracy vs parameter reduction (no fine-tuning)\n\n"
-            "Dotted lines: each training's uncompressed accuracy; dash-dot: chance level.",
+            "## Against the trained-small frontier\n\n"
+            "The baseline's recipe trained from scratch at the narrower `frontier_widths`; when "
+            "none are given, the measurement committed for this recipe "
+            "(`benchmarks/results/trained_small_frontier.json`, its `source` says so), if there is "
+            "one. Each compressed model is compared with it at its own parameter count "
+            "(interpolated in log-parameters, never extrapolated; `docs/methods.md`).",
         ),
-        ("code", "tradeoff_grid(results, chance=1 / data.num_classes);"),
+        (
+            "code",
+            """frontier = frontier_for(params.training_configs()["baseline"], params.frontier_widths,
+                        data=data)
+frontier""",
+        ),
+        (
+            "code",
+            """if frontier is not None:
+    display(compare_to_frontier(results, frontier))""",
+        ),
+        (
+            "markdown",
+            "## Accuracy vs parameter reduction (no fine-tuning)\n\n"
+            "Dotted lines: each training's uncompressed accuracy; dash-dot: chance level; grey: "
+            "the trained-small frontier (when there is one).",
+        ),
+        ("code", "tradeoff_grid(results, chance=1 / data.num_classes, frontier=frontier);"),
         ("markdown", "## Parameters, FLOPs, latency and accuracy"),
         ("code", "tradeoff_table(results)"),
         (

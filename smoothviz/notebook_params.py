@@ -279,9 +279,25 @@ class TradeoffParams(NotebookParams):
         "also draw the committed regulariser-weight sweep (benchmarks/results/lambda_sweep.csv)",
         default=False,
     )
+    frontier_widths: tuple[int, ...] | None = _help(
+        "train the baseline at these narrower widths too: the trained-small frontier (None: "
+        "show the committed measurement for this recipe if there is one)",
+        default=None,
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.frontier_widths is not None:
+            if not self.frontier_widths or any(w < 1 for w in self.frontier_widths):
+                raise ConfigError(
+                    "notebook parameter 'frontier_widths' must be None or a non-empty list of "
+                    f"ints >= 1, got {list(self.frontier_widths)!r}"
+                )
+            if self.model.startswith("torchvision:"):
+                raise ConfigError(
+                    "notebook parameter 'frontier_widths' needs a model with a width (cnn, mlp, "
+                    f"resnet18), got model={self.model!r}; set it to None"
+                )
         if self.methods is not None:
             bad = [m for m in self.methods if m not in METHODS]
             if bad or not self.methods:

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from smoothviz._validation import check_number
 from smoothviz.plots.common import Y_LABELS, axes_or_new, require_columns
+from smoothviz.plots.frontier import frontier_lines, params_reference, plot_frontier
 
 
 def _reference_lines(
@@ -140,12 +141,14 @@ def tradeoff_grid(
     chance: float | None = None,
     ncols: int = 3,
     size: float = 3.3,
+    frontier: pd.DataFrame | None = None,
 ) -> Figure:
     """One panel per method: accuracy vs achieved parameter reduction, one colour per training.
 
     Solid lines are the plain accuracy, dashed ones the accuracy after BatchNorm re-estimation
     (when the sweep measured it). Every panel carries each training's uncompressed accuracy
-    (dotted, in its colour) and, when given, the chance level.
+    (dotted, in its colour) and, when given, the chance level and the trained-small ``frontier``
+    (grey, :func:`~smoothviz.plots.frontier.plot_frontier`).
     """
     require_columns(results, ["method", "training", "param_reduction", "test_acc"], "tradeoff_grid")
     check_number("chance", chance, low=0, high=1, allow_none=True)
@@ -154,6 +157,9 @@ def tradeoff_grid(
     methods = list(dict.fromkeys(results["method"]))
     trainings = list(dict.fromkeys(results["training"]))
     palette = dict(zip(trainings, sns.color_palette(n_colors=len(trainings))))
+    uncompressed = params_reference(results)
+    if frontier is not None and uncompressed is None:
+        raise ValueError("tradeoff_grid: a frontier needs the results' params_uncompressed column")
     values = {"test_acc": "plain"}
     if (
         "test_acc_bn_reestimated" in results.columns
@@ -193,6 +199,9 @@ def tradeoff_grid(
         lines = _reference_lines(
             ax, results[results["method"] == method], colours=palette, chance=chance
         )
+        if frontier is not None:  # the trained-small reference, at the same x
+            plot_frontier(frontier, params_uncompressed=uncompressed, ax=ax)
+            lines += frontier_lines(ax)
         ax.set_title(method)
         ax.set_xlabel("parameter reduction (achieved)")
         ax.set_ylabel("test accuracy")
