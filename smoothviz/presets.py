@@ -40,7 +40,7 @@ MAIN_JOB: dict[str, Any] = {
 # runs of that script, whose result files were not kept: four methods at 50/70/85 % took 368 s,
 # svd/svd_data_aware/interpolative at 70/85 % 306 s, with svd_data_aware the best method of both
 # trainings at both targets. So the default runs the paper's weight-only SVD and the data-aware
-# SVD at 70 and 85 %; the full preset runs every method at five targets. A subset of
+# SVD at 70 and 85 %; the full preset runs every method at six targets. A subset of
 # smoothviz.compress.METHODS.
 DEFAULT_METHODS: tuple[str, ...] = ("svd", "svd_data_aware")
 # 70 % is the smooth-training paper's headline target; 85 % is where the methods part ways.
