@@ -19,7 +19,7 @@ PACKAGE = Path(compress.__file__).parent
 FLOORS = [
     {"calibration", "budget", "targets"},
     {"chains", "sensitivity", "layer_inputs"},
-    {"factorized", "surgery", "activations"},
+    {"factorized", "surgery", "activations", "layer_stream"},
     {"rank_allocation", "importance", "channel_request", "hybrid_plan", "output_fit"},
     {"svd", "data_aware_svd", "prune", "interpolative", "serialize"},
     {"hybrid"},  # composes two front doors' factors (data-aware SVD, interpolative)

@@ -102,3 +102,73 @@ def test_one_recording_serves_every_method_of_a_sweep(model, calib):
         if isinstance(k, tuple) and k[0] == "reference_inputs"
     }
     assert len(recordings) == 1
+
+
+def _forward_inputs(model, names, x, batch_size):
+    """What each named layer receives on a plain forward pass, per batch (first call)."""
+    seen: dict = {n: [] for n in names}
+
+    def hook(name):
+        def record(module, args):
+            if len(seen[name]) < batch_index[0] + 1:
+                seen[name].append(args[0].detach().clone())
+
+        return record
+
+    batch_index = [0]
+    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    with torch.no_grad():
+        for i, start in enumerate(range(0, len(x), batch_size)):
+            batch_index[0] = i
+            model(x[start : start + batch_size])
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def test_the_stream_gives_what_a_forward_pass_gives_and_uses_replaced_layers(model, calib):
+    import copy
+
+    from smoothviz.compress.layer_stream import LayerStream
+
+    new = copy.deepcopy(model)
+    stream = LayerStream(new, calib, 10)
+    names = ["layer1.0.conv2", "layer2.0.shortcut.0", "layer3.1.conv1", "fc"]
+    expected = _forward_inputs(new, names[:2], calib, 10)
+    for name in names[:2]:
+        got = [x for x, _ in stream.inputs(name)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected[name], strict=True))
+    replaced = copy.deepcopy(new.get_submodule("layer2.0.shortcut.0"))
+    with torch.no_grad():
+        replaced.weight.mul_(0.5)
+    stream.replace("layer2.0.shortcut.0", replaced)
+    assert new.get_submodule("layer2.0.shortcut.0") is replaced
+    expected = _forward_inputs(new, names[2:], calib, 10)  # the forward of the changed model
+    for name in names[2:]:
+        got = [x for x, _ in stream.inputs(name)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected[name], strict=True))
+    with pytest.raises(ValueError, match="forward order"):
+        stream.inputs("layer1.0.conv1")
+
+
+def test_a_model_fx_cannot_trace_is_refitted_layer_by_layer(calib):
+    from torch import nn
+
+    from smoothviz.compress import data_aware_svd_compress
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(784, 64), nn.Linear(64, 64)
+            self.c = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.a(x.flatten(1)))
+            if x.sum() > 0:  # data-dependent: torch.fx cannot trace this
+                x = torch.relu(self.b(x))
+            return self.c(x)
+
+    torch.manual_seed(0)
+    net = Branchy().eval()
+    small = data_aware_svd_compress(net, calib, ranks={"a": 8, "b": 4}, layers=None)
+    assert small.compression_info["ranks"] == {"a": 8, "b": 4}

@@ -38,7 +38,7 @@ sequential refit; the whitening and the truncation itself are in
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,7 @@ from smoothviz.compress.layer_inputs import (
     paired_layer_inputs,
     reference_inputs,
 )
+from smoothviz.compress.layer_stream import LayerStream, open_stream, stream_pairs
 from smoothviz.compress.output_fit import truncation_factors, whiten
 from smoothviz.compress.rank_allocation import (
     allocate_ranks,
@@ -250,7 +251,10 @@ def sequential_refit(
     ``X̂``. A layer at or above its break-even rank stays dense with its original weight.
     ``reference``: the original model's layer inputs on these calibration batches, recorded once
     (:func:`~smoothviz.compress.layer_inputs.reference_inputs`), so that only the compressed
-    model runs per layer.
+    model runs. It runs once in all, not once per layer: a
+    :class:`~smoothviz.compress.layer_stream.LayerStream` pauses its forward pass at each layer
+    (where ``torch.fx`` cannot trace the model, it runs up to each layer instead; the same floats
+    either way).
 
     Returns
     -------
@@ -266,6 +270,7 @@ def sequential_refit(
     used: dict[str, int | None] = {}
     changed = False  # until a layer is cut, X̂ = X and the cached factors are exact
     names = [n for n in factors.order if n in ranks]
+    streams: dict[str, LayerStream | None] = {}  # the copy's forward pass, paused layer by layer
     try:
         for name in tqdm(names, desc="sequential refit", disable=not progress, leave=False):
             f, r = factors[name], int(ranks[name])
@@ -274,6 +279,13 @@ def sequential_refit(
                 used[name] = None
                 continue
             if changed:
+                if "new" not in streams:
+                    streams["new"] = open_stream(new, calibration, batch_size)
+                stream, pairs = streams["new"], None
+                if stream is not None and name in stream:
+                    if (reference is None or name not in reference) and "original" not in streams:
+                        streams["original"] = LayerStream(model, calibration, batch_size)
+                    pairs = stream_pairs(model, stream, name, reference, streams.get("original"))
                 f = refit_layer(
                     model,
                     new,
@@ -282,8 +294,13 @@ def sequential_refit(
                     factors,
                     batch_size=batch_size,
                     reference=reference,
+                    pairs=pairs,
                 )
-            set_submodule(new, name, f.build_layer(m, r))
+            layer = f.build_layer(m, r)
+            if streams.get("new") is not None:
+                streams["new"].replace(name, layer)
+            else:
+                set_submodule(new, name, layer)
             used[name] = r
             changed = True
     finally:
@@ -301,6 +318,7 @@ def refit_layer(
     *,
     batch_size: int = 128,
     reference: ReferenceInputs | None = None,
+    pairs: Iterable[tuple[torch.Tensor, torch.Tensor, int]] | None = None,
 ) -> LayerFactors:
     """The whitened factors of layer ``name`` refitted on its inputs in ``current``.
 
@@ -309,13 +327,15 @@ def refit_layer(
     its inputs ``X``; then the whitened truncation of ``W*`` on ``X̂`` (see
     :func:`sequential_refit`). Both models must be in eval mode. While nothing upstream has
     changed, the result equals ``factors[name]`` up to round-off. ``reference`` as for
-    :func:`sequential_refit`.
+    :func:`sequential_refit`; ``pairs``: the layer's input rows per batch in both models, when the
+    caller has them (:func:`~smoothviz.compress.layer_stream.stream_pairs`).
     """
     n = factors[name].shape[1]
     gram = torch.zeros(n, n, dtype=torch.float64)
     cross = torch.zeros(n, n, dtype=torch.float64)
     images = 0
-    pairs = paired_layer_inputs(original, current, name, calibration, batch_size, reference)
+    if pairs is None:
+        pairs = paired_layer_inputs(original, current, name, calibration, batch_size, reference)
     for x, x_hat, b in pairs:
         gram += (x_hat.T @ x_hat).to("cpu", torch.float64)
         cross += (x_hat.T @ x).to("cpu", torch.float64)

@@ -65,14 +65,11 @@ from smoothviz.compress.hybrid_plan import (
     kept_from_units,
 )
 from smoothviz.compress.interpolative import IDFactors, interpolative_factors
-from smoothviz.compress.layer_inputs import (
-    ReferenceInputs,
-    collect_input_stats,
-    reference_key,
-)
-from smoothviz.compress.output_fit import fit_to_original, truncation_factors
+from smoothviz.compress.layer_inputs import ReferenceInputs, collect_input_stats, reference_key
+from smoothviz.compress.layer_stream import LayerStream, stream_pairs
+from smoothviz.compress.output_fit import fit_from_pairs, truncation_factors
 from smoothviz.compress.surgery import bias_readers, check_kept_counts, cut_group, fold_shift
-from smoothviz.layers import compressible_layers, layers_value, set_submodule
+from smoothviz.layers import compressible_layers, layers_value
 
 MOVES = ("factorize", "remove_channels")
 _UNIT_OF = {"factorize": RANK, "remove_channels": CHANNEL}
@@ -333,20 +330,24 @@ def _build(
     changed = False  # until a layer changes, the original's inputs are the current ones
     try:
         names = [n for n in factors.order if n in touched]
+        stream = LayerStream(new, factors.calibration, factors.batch_size) if names else None
+        original = None  # the original's own stream, for layers the reference does not hold
         for name in tqdm(names, desc="hybrid refit", disable=not progress, leave=False):
             module = new.get_submodule(name)
             fit = None
             if changed or name in rows or name in readers:
-                fit = fit_to_original(
-                    model,
-                    new,
-                    name,
-                    factors.calibration,
+                if reference is None or name not in reference:
+                    original = original or LayerStream(
+                        model, factors.calibration, factors.batch_size
+                    )
+                pairs = stream_pairs(model, stream, name, reference, original)
+                fit = fit_from_pairs(
+                    model.get_submodule(name),
+                    module,
+                    pairs,
                     damping=damping,
                     rows=rows.get(name),
                     intercept=name in readers,
-                    batch_size=factors.batch_size,
-                    reference=reference,
                 )
                 if fit.shift is not None:
                     fold_shift(new, readers[name], fit.shift)
@@ -364,7 +365,7 @@ def _build(
                         damping,
                         module.weight.dtype,
                     )
-                set_submodule(new, name, lf.build_layer(module, factorised[name]))
+                stream.replace(name, lf.build_layer(module, factorised[name]))
             elif fit is not None:
                 weight = fit.weight.reshape(module.weight.shape).to(module.weight)
                 module.weight = nn.Parameter(weight, requires_grad=module.weight.requires_grad)

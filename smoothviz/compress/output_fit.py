@@ -17,7 +17,7 @@ Shared by the data-aware SVD (:mod:`~smoothviz.compress.data_aware_svd`) and the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -132,16 +132,37 @@ def fit_to_original(
         The original's layer inputs, recorded once
         (:func:`~smoothviz.compress.layer_inputs.reference_inputs`).
     """
-    m_orig, m_cur = original.get_submodule(name), current.get_submodule(name)
-    w0 = matrix_view(m_cur.weight.detach().to("cpu", torch.float64))
+    pairs = paired_layer_inputs(original, current, name, calibration, batch_size, reference)
+    return fit_from_pairs(
+        original.get_submodule(name),
+        current.get_submodule(name),
+        pairs,
+        damping=damping,
+        rows=rows,
+        intercept=intercept,
+    )
+
+
+def fit_from_pairs(
+    original: nn.Module,
+    current: nn.Module,
+    pairs: Iterable[tuple[torch.Tensor, torch.Tensor, int]],
+    *,
+    damping: float,
+    rows: Sequence[int] | None = None,
+    intercept: bool = False,
+) -> LayerFit:
+    """:func:`fit_to_original` for one layer, given its input rows: ``original`` and ``current``
+    are the layer itself in the two models, ``pairs`` per batch ``(X rows, X̂ rows, images)``
+    (float32, as :func:`~smoothviz.compress.layer_inputs.paired_layer_inputs` gives them)."""
+    w0 = matrix_view(current.weight.detach().to("cpu", torch.float64))
     n_hat = w0.shape[1]
-    w = matrix_view(m_orig.weight.detach().to("cpu", torch.float64))
+    w = matrix_view(original.weight.detach().to("cpu", torch.float64))
     gram = torch.zeros(n_hat, n_hat, dtype=torch.float64)
     cross = torch.zeros(n_hat, w.shape[1], dtype=torch.float64)
     sum_hat = torch.zeros(n_hat, dtype=torch.float64)
     sum_x = torch.zeros(w.shape[1], dtype=torch.float64)
     count = images = 0
-    pairs = paired_layer_inputs(original, current, name, calibration, batch_size, reference)
     for x, x_hat, b in pairs:
         gram += (x_hat.T @ x_hat).to("cpu", torch.float64)
         cross += (x_hat.T @ x).to("cpu", torch.float64)
