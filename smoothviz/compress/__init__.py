@@ -26,6 +26,8 @@ each floor importing only from the floors below it:
 - ``layer_inputs.py``: what a layer sees on calibration data (patches, padding, input statistics,
   the original model's layer inputs recorded once for every target).
 - ``activations.py``: what each channel group's readers see (means, Gram matrices).
+- ``layer_stream.py``: the calibration forward pass paused layer by layer (the sequential refits
+  run the compressed copy once per target).
 - ``chains.py``: which channel groups can be cut (chains and whole residual streams).
 - ``importance.py``: channel importance for structured pruning (fisher, activation, bn_scale, l1).
 - ``surgery.py``: cutting a channel group out of a model, with corrections folded into readers.
