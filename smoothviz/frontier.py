@@ -39,6 +39,7 @@ import pandas as pd
 
 from smoothviz._validation import check_int
 from smoothviz.config import ConfigError, TrainConfig
+from smoothviz.stats import t_interval
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -267,14 +268,12 @@ def frontier_at(frontier: pd.DataFrame, params: Sequence[float]) -> pd.DataFrame
 
 
 def _interval(gaps: np.ndarray) -> tuple[float, float]:
-    """The 95 % Student-t interval of the mean (n − 1 degrees of freedom); NaN for one value."""
-    from scipy import stats
-
-    n = len(gaps)
-    if n < 2:
+    """The 95 % Student-t interval of the mean (:func:`smoothviz.stats.t_interval`); NaN for
+    fewer than two values."""
+    if len(gaps) < 2:
         return float("nan"), float("nan")
-    half = stats.t.ppf(0.975, n - 1) * gaps.std(ddof=1) / np.sqrt(n)
-    return float(gaps.mean() - half), float(gaps.mean() + half)
+    ci = t_interval(gaps)
+    return ci.low, ci.high
 
 
 def _verdict(gap: float, low: float, high: float, n: int) -> str:

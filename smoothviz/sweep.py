@@ -193,7 +193,7 @@ def sweep(
         ``{training name: trained model}`` (not modified), e.g. ``{"baseline": ..., "smooth": ...}``.
     methods
         Any of :data:`smoothviz.compress.METHODS`: ``"svd"``, ``"svd_data_aware"``,
-        ``"prune_magnitude"``, ``"prune_channels"``, ``"interpolative"``.
+        ``"prune_magnitude"``, ``"prune_channels"``, ``"interpolative"``, ``"hybrid"``.
     reductions
         Whole-network parameter-reduction targets, each in [0, 1).
     data

@@ -22,6 +22,7 @@ from smoothviz.frontier import (
 )
 from smoothviz.plots import plot_frontier, tradeoff_grid
 from smoothviz.plots.frontier import FRONTIER_GID, frontier_lines
+from smoothviz.stats import t_interval
 
 
 def _frontier(seeds=(0,), shift=0.0):
@@ -132,6 +133,15 @@ def test_the_frontier_is_drawn_grey_with_its_own_legend_entry():
     (line,) = frontier_lines(ax)
     assert line.get_gid() == FRONTIER_GID and "2 seeds" in line.get_label()
     assert list(line.get_xdata()) == pytest.approx([1 - 1 / 16, 0.75, 0.0])
+    plt.close("all")
+    # Several seeds: the band is the 95 % t interval of the mean, as the result lines' bands.
+    three = _frontier(seeds=(0, 1, 2), shift=0.01)
+    (band,) = plot_frontier(three).collections
+    ci = t_interval([0.70, 0.71, 0.72])
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(ci.low) and ci.low < 0.70
+    plt.close("all")
+    assert not plot_frontier(_frontier()).collections  # one seed: no band
     plt.close("all")
     committed = _frontier().assign(source="committed measurement (x.json, 2026-12-01, cpu)")
     assert "committed" in frontier_lines(plot_frontier(committed))[0].get_label()

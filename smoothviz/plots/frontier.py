@@ -11,6 +11,7 @@ from matplotlib.lines import Line2D
 
 from smoothviz._validation import check_number
 from smoothviz.plots.common import axes_or_new, require_columns
+from smoothviz.stats import t_interval
 
 FRONTIER_COLOR = "0.55"
 FRONTIER_GID = "trained-small frontier"  # the line's gid, so a figure can find it for its legend
@@ -54,14 +55,15 @@ def plot_frontier(
     **style
         Passed to ``Axes.plot`` (colour, line style, ...).
 
-    With several seeds the line is the mean and the band their range (min to max).
+    With several seeds the line is the mean over seeds and the band its 95 % Student-t
+    interval (:func:`smoothviz.stats.t_interval`, as the trade-off plots' bands).
     """
     require_columns(frontier, ["width", "params", "test_acc"], "plot_frontier")
     check_number("scale", scale, low=0, low_open=True)
     ax = axes_or_new(ax)
     agg = (
         frontier.groupby(["width", "params"], as_index=False)["test_acc"]
-        .agg(["mean", "min", "max"])
+        .agg(mean="mean", low=_t_low, high=_t_high)
         .sort_values("params")
     )
     if params_uncompressed is not None:
@@ -73,8 +75,8 @@ def plot_frontier(
     kwargs = {"color": FRONTIER_COLOR, "marker": "s", "markersize": 4, "linewidth": 1.5}
     kwargs.update(style)
     kwargs.setdefault("label", frontier_label(frontier))
-    if (agg["max"] > agg["min"]).any():
-        ax.fill_between(x, agg["min"], agg["max"], color=kwargs["color"], alpha=0.2, linewidth=0)
+    if (agg["high"] > agg["low"]).any():  # NaN (one seed) compares False: no band
+        ax.fill_between(x, agg["low"], agg["high"], color=kwargs["color"], alpha=0.2, linewidth=0)
     (line,) = ax.plot(x, agg["mean"], zorder=1.5, **kwargs)
     line.set_gid(FRONTIER_GID)
     if annotate:
@@ -88,6 +90,14 @@ def plot_frontier(
                 color=kwargs["color"],
             )
     return ax
+
+
+def _t_low(values: pd.Series) -> float:
+    return t_interval(list(values)).low
+
+
+def _t_high(values: pd.Series) -> float:
+    return t_interval(list(values)).high
 
 
 def frontier_lines(ax: Axes) -> list[Line2D]:
