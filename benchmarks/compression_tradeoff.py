@@ -29,9 +29,10 @@ with the checkpoints cached, about 8 minutes per resnet18 training and method on
 most of it evaluating on 10,000 images). Accuracies are deterministic; latency on a loaded machine
 is not. Each finished (setup, training) is appended to ``<name>.partial.jsonl`` (a resume store,
 ``_common.ResumeStore``), so a stopped run started again with the same code and options resumes
-there. A partial re-run, e.g. ``--setups resnet18 --methods prune_channels interpolative --merge``,
-replaces those rows of the stored table and keeps the others (each row's ``git_sha`` says which
-code made it). ``--render-only [JSON]`` rewrites the Markdown from a stored result.
+there. A partial re-run, e.g. ``--setups resnet18 --methods prune_channels interpolative --merge``
+or ``--setups resnet18 --reductions 0.9 0.95 --merge``, replaces those rows (same setup,
+training, method and target) of the stored table and keeps the others (each row's ``git_sha``
+says which code made it). ``--render-only [JSON]`` rewrites the Markdown from a stored result.
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--merge",
         action="store_true",
-        help="keep the rows of an earlier <name>.json that this run does not redo (same setup, "
-        "training and method are replaced), so a partial re-run updates the one table",
+        help="keep the rows of an earlier <name>.json that this run does not redo (the same "
+        "setup, training, method and target are replaced), so a partial re-run updates the one "
+        "table",
     )
     add_render_only(p)
     return p.parse_args(argv)
@@ -516,6 +518,21 @@ def plot(
     plt.close(grid.figure)
 
 
+MERGE_KEY = ("setup", "training", "method", "target_reduction")
+
+
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``--merge``: the earlier rows this run did not redo, then this run's rows.
+
+    A row is redone when this run measured the same setup, training, method and target, so a
+    run restricted to some ``--reductions`` keeps the stored rows at the other targets.
+    """
+    redone = set(new[list(MERGE_KEY)].itertuples(index=False, name=None))
+    keys = old[list(MERGE_KEY)].itertuples(index=False, name=None)
+    kept = old[[k not in redone for k in keys]]
+    return pd.concat([kept, new], ignore_index=True)
+
+
 def _chunk_key(setup: str, training: str, args, sha: str) -> str:
     """What must match for a stored (setup, training) chunk to be reused on resume."""
     keep = ("methods", "reductions", "width", "epochs", "seed", "calibration_size")
@@ -570,10 +587,7 @@ def main(argv=None) -> None:
     earlier: dict[str, Any] = {}
     if args.merge and results.path("json").exists():
         earlier = results.read_json()
-        old = pd.DataFrame(earlier["rows"])
-        redone = set(zip(df.setup, df.training, df.method))
-        old = old[[k not in redone for k in zip(old.setup, old.training, old.method)]]
-        df = pd.concat([old, df], ignore_index=True)
+        df = merge_rows(pd.DataFrame(earlier["rows"]), df)
         configs = {
             **{k: TrainConfig.from_dict(v) for k, v in earlier["configs"].items()},
             **configs,

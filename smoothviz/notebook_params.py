@@ -375,6 +375,20 @@ class TradeoffParams(NotebookParams):
         for r in self.reductions:
             _check_fraction("reductions", r)
 
+    def all_training_configs(self) -> list[TrainConfig]:
+        """Every training of every seed and, with ``frontier_widths``, the baseline's recipe at
+        each of those widths and seeds (the trained-small frontier), so that a report on a
+        cluster trains them side by side before the notebook loads them from the cache."""
+        configs = super().all_training_configs()
+        if self.frontier_widths is None:
+            return configs
+        from smoothviz.frontier import frontier_configs
+
+        frontier = frontier_configs(
+            self.training_configs()["baseline"], self.frontier_widths, self.seeds
+        )
+        return configs + [c for c in frontier if c not in configs]
+
     def sweep_options(self) -> dict[str, Any]:
         """The keyword arguments of the notebook's sweep (the benchmarks that measure the main
         job's sweep use the same): BN re-estimation on 1,024 training images, 5 timed latency

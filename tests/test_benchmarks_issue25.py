@@ -54,6 +54,17 @@ def _tradeoff_rows():
     return pd.DataFrame(rows)
 
 
+def test_merge_keeps_the_stored_rows_of_targets_this_run_did_not_measure(bench):
+    tradeoff = bench("compression_tradeoff")
+    old = _tradeoff_rows().assign(git_sha="old")
+    new = old[old.target_reduction == 0.9].assign(test_acc=0.5, git_sha="new")
+    merged = tradeoff.merge_rows(old, new)
+    assert len(merged) == len(old)  # the 85 % rows stay, the 90 % rows are replaced
+    by_target = merged.groupby("target_reduction")["git_sha"].unique()
+    assert list(by_target[0.85]) == ["old"] and list(by_target[0.9]) == ["new"]
+    assert (merged[merged.git_sha == "new"].test_acc == 0.5).all()
+
+
 def test_issue_25_goals_are_marked_met_or_not_from_the_frontier_and_the_losses(bench):
     tradeoff = bench("compression_tradeoff")
     df = _tradeoff_rows()

@@ -20,6 +20,7 @@ from smoothviz.frontier import (
     recipe,
     reference_frontier,
 )
+from smoothviz.notebook_params import TradeoffParams
 from smoothviz.plots import plot_frontier, tradeoff_grid
 from smoothviz.plots.frontier import FRONTIER_GID, frontier_lines
 from smoothviz.stats import t_interval
@@ -125,6 +126,19 @@ def test_a_committed_measurement_is_used_only_for_its_own_recipe(tmp_path):
     assert "2026-12-01" in found["source"].iloc[0]
     assert committed_frontier(config.replace(epochs=8), path) is None
     assert frontier_for(config, None, path=path) is not None
+
+
+def test_a_report_trains_the_frontier_with_the_other_trainings():
+    from smoothviz import report
+
+    (point,) = report.plan("default", {"seeds": [0, 1], "frontier_widths": [4, 8]})
+    configs = point.training_configs()  # what a cluster trains before the notebooks run
+    frontier = [(c.width, c.seed) for c in configs if c.first_order == 0 and c.width == 4]
+    assert sorted(frontier) == [(4, 0), (4, 1)]
+    assert len(configs) == len(set(configs)) == 2 * 2 + 2  # width 8 is the baseline: not twice
+    assert TradeoffParams(frontier_widths=None).all_training_configs() == (
+        TradeoffParams().all_training_configs()
+    )
 
 
 def test_the_frontier_is_drawn_grey_with_its_own_legend_entry():
