@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,8 @@ def run() -> dict[str, Any]:
     from smoothviz.sweep import sweep
 
     torch.set_num_threads(THREADS)
+    # The fingerprint depends on the thread count: keep smoothviz from sharing out the cores.
+    os.environ["SMOOTHVIZ_THREADS"] = str(THREADS)
     data = smoothviz.load_dataset("fashion-mnist-mini")
     base = {"model": "resnet18", "width": 4, "epochs": 3, "train_subset": 4000, "device": "cpu"}
     models = {

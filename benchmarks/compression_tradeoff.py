@@ -9,23 +9,30 @@ Two setups (``--setups``):
   trainings (baseline, nuclear, first-order, second-order, proximal).
 
 Trains each model (or loads it from the checkpoint cache), compresses it with every method in
-``smoothviz.compress.METHODS`` at every target and measures each result with
-:func:`smoothviz.sweep.sweep`: test accuracy straight after compression and after BatchNorm
-re-estimation (its own column), parameters, FLOPs and latency. Writes, under ``--out``:
+``smoothviz.compress.METHODS`` (the ``hybrid`` method included) at every target up to 95 % and
+measures each result with :func:`smoothviz.sweep.sweep`: test accuracy straight after compression
+and after BatchNorm re-estimation (its own column), parameters, FLOPs and latency. For the
+``resnet18`` setup it also trains the baseline's recipe from scratch at narrower widths (the
+trained-small frontier, :func:`smoothviz.frontier.reference_frontier`; ``--frontier-widths``,
+``--frontier-seeds``) and places every compressed result against it at its own parameter count.
+Writes, under ``--out``:
 
 - ``<name>.csv``: the tidy table (one row per setup, training, method, target);
 - ``<name>.json``: the same rows plus provenance (device, versions, git SHA, date), the training
-  configs, their hashes and the checks of issue 10's targets;
-- ``<name>.md``: the checks and the one table; ``<name>.png``: accuracy vs. achieved reduction.
+  configs, their hashes, the checks of issue 10's targets, the frontier and every result's place
+  against it, issue 25's goals marked met or not, and the hybrid against the best single method;
+- ``<name>.md``: the checks, the goals and the tables; ``<name>.png``: accuracy vs. achieved
+  reduction, the frontier in grey.
 
 Run from the repository root: ``PYTHONPATH=. python benchmarks/compression_tradeoff.py`` (CPU;
 with the checkpoints cached, about 8 minutes per resnet18 training and method on one busy core,
 most of it evaluating on 10,000 images). Accuracies are deterministic; latency on a loaded machine
 is not. Each finished (setup, training) is appended to ``<name>.partial.jsonl`` (a resume store,
 ``_common.ResumeStore``), so a stopped run started again with the same code and options resumes
-there. A partial re-run, e.g. ``--setups resnet18 --methods prune_channels interpolative --merge``,
-replaces those rows of the stored table and keeps the others (each row's ``git_sha`` says which
-code made it). ``--render-only [JSON]`` rewrites the Markdown from a stored result.
+there. A partial re-run, e.g. ``--setups resnet18 --methods prune_channels interpolative --merge``
+or ``--setups resnet18 --reductions 0.9 0.95 --merge``, replaces those rows (same setup,
+training, method and target) of the stored table and keeps the others (each row's ``git_sha``
+says which code made it). ``--render-only [JSON]`` rewrites the Markdown from a stored result.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from _common import Results, ResumeStore, add_render_only, provenance, render_so
 from smoothviz.compress import METHODS
 from smoothviz.config import TrainConfig
 from smoothviz.data import load_dataset
-from smoothviz.presets import BENCHMARK_MODEL
+from smoothviz.frontier import compare_to_frontier, reference_frontier
+from smoothviz.presets import BENCHMARK_MODEL, FRONTIER_WIDTHS, FULL_REDUCTIONS
 from smoothviz.sweep import sweep
 from smoothviz.training import resolve_device, train
 
@@ -59,6 +67,7 @@ SETUPS: dict[str, dict[str, Any]] = {
     "resnet18": {
         **BENCHMARK_MODEL,
         "trainings": {"baseline": {}, "first_order": {"first_order": 0.02}},
+        "frontier_widths": FRONTIER_WIDTHS,
     },
     "cnn": {
         "dataset": "fashion-mnist-mini",
@@ -69,7 +78,7 @@ SETUPS: dict[str, dict[str, Any]] = {
         "trainings": CNN_TRAININGS,
     },
 }
-REDUCTIONS = (0.3, 0.5, 0.7, 0.85)
+REDUCTIONS = FULL_REDUCTIONS  # 0.3 ... 0.95
 # Issue 10's targets on resnet18, no BN re-estimation, no fine-tuning: (training, methods, target
 # reduction, largest accuracy loss). "structured" is every method but prune_magnitude.
 TARGETS = [
@@ -78,6 +87,18 @@ TARGETS = [
     ("baseline", "prune_channels", 0.5, 0.03),
     ("first_order", "structured", 0.7, 0.005),
 ]
+# Issue 25's goals on resnet18, no BN re-estimation, no fine-tuning: the best smooth training
+# (first_order, the weight the lambda sweep chose for the low-rank methods) within 1.5 pp of its
+# own uncompressed accuracy at 90 % and above the trained-small frontier at 85 and 90 %; the
+# baseline within 3 pp at 90 %. (training, target, kind, largest loss); the best structured method.
+GOALS = [
+    ("first_order", 0.9, "loss", 0.015),
+    ("first_order", 0.85, "frontier", None),
+    ("first_order", 0.9, "frontier", None),
+    ("baseline", 0.9, "loss", 0.03),
+]
+HYBRID_TARGETS = (0.85, 0.9)  # where issue 25 asks whether hybrid beats the best single method
+BY = ("training", "method", "target_reduction")  # one place against the frontier per row
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,14 +112,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")  # part of the config hash
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibration-size", type=int, default=512)
+    p.add_argument(
+        "--frontier-widths",
+        type=int,
+        nargs="*",
+        default=None,
+        help="widths of the trained-small frontier (default: the setup's; none given: no frontier)",
+    )
+    p.add_argument("--frontier-seeds", type=int, nargs="+", default=None, help="default: --seed")
     p.add_argument("--latency-repeats", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--name", default="compression_tradeoff")
     p.add_argument(
         "--merge",
         action="store_true",
-        help="keep the rows of an earlier <name>.json that this run does not redo (same setup, "
-        "training and method are replaced), so a partial re-run updates the one table",
+        help="keep the rows of an earlier <name>.json that this run does not redo (the same "
+        "setup, training, method and target are replaced), so a partial re-run updates the one "
+        "table",
     )
     add_render_only(p)
     return p.parse_args(argv)
@@ -149,9 +179,102 @@ def check_targets(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _structured(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows.method != "prune_magnitude"]
+
+
+def check_goals(df: pd.DataFrame, placement: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Issue 25's goals on the resnet18 setup (:data:`GOALS`), each met or not, with the best
+    structured method (highest plain accuracy) and what limits it."""
+    out = []
+    res = _structured(df[(df.setup == "resnet18") & df.error.isna()])
+    for training, target, kind, limit in GOALS:
+        rows = res[(res.training == training) & (res.target_reduction == target)]
+        if rows.empty:
+            continue
+        best = rows.loc[rows.test_acc.idxmax()]
+        loss = float(best.test_acc_uncompressed - best.test_acc)
+        goal = {
+            "training": training,
+            "target_reduction": target,
+            "kind": kind,
+            "max_loss": limit,
+            "best_method": best.method,
+            "test_acc": float(best.test_acc),
+            "loss": loss,
+        }
+        if kind == "loss":
+            goal["met"] = bool(loss <= limit + 1e-12)
+        else:
+            if placement is None or placement.empty:
+                continue
+            at = placement[
+                (placement.setup == "resnet18")
+                & (placement.training == training)
+                & (placement.method == best.method)
+                & (placement.target_reduction == target)
+            ]
+            if at.empty:
+                continue
+            p = at.iloc[0]
+            goal.update(
+                frontier_acc=float(p.frontier_acc),
+                frontier_gap=float(p.frontier_gap),
+                versus_frontier=p.versus_frontier,
+                met=str(p.versus_frontier).startswith("above"),
+            )
+        out.append(goal)
+    return out
+
+
+def hybrid_against_single(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per resnet18 training and target of :data:`HYBRID_TARGETS`: the hybrid's plain accuracy
+    minus the best single structured method's (one seed)."""
+    out = []
+    res = _structured(df[(df.setup == "resnet18") & df.error.isna()])
+    for training in dict.fromkeys(res.training):
+        for target in HYBRID_TARGETS:
+            rows = res[(res.training == training) & (res.target_reduction == target)]
+            hybrid, single = rows[rows.method == "hybrid"], rows[rows.method != "hybrid"]
+            if hybrid.empty or single.empty:
+                continue
+            best = single.loc[single.test_acc.idxmax()]
+            out.append(
+                {
+                    "training": training,
+                    "target_reduction": target,
+                    "hybrid_acc": float(hybrid.test_acc.iloc[0]),
+                    "best_single": best.method,
+                    "best_single_acc": float(best.test_acc),
+                    "difference": float(hybrid.test_acc.iloc[0] - best.test_acc),
+                }
+            )
+    return out
+
+
+def frontier_for_setup(setup: str, args, data) -> pd.DataFrame | None:
+    """The trained-small frontier of a setup's baseline recipe (None: no widths for it)."""
+    spec = SETUPS[setup]
+    widths = spec.get("frontier_widths") if args.frontier_widths is None else args.frontier_widths
+    if not widths:
+        return None
+    base = TrainConfig(
+        dataset=spec["dataset"],
+        model=spec["model"],
+        width=args.width or spec["width"],
+        epochs=args.epochs or spec["epochs"],
+        train_subset=spec["train_subset"],
+        seed=args.seed,
+        device=args.device,
+    )
+    seeds = args.frontier_seeds or [args.seed]
+    return reference_frontier(base, list(widths), seeds, data=data, progress=True)
+
+
 def render(payload: dict) -> str:
     """The Markdown of a stored result (what ``main`` writes beside its JSON)."""
     arguments = payload["arguments"]
+    frontier = payload.get("frontier")
     return markdown(
         pd.DataFrame(payload["rows"]),
         payload["provenance"],
@@ -159,13 +282,29 @@ def render(payload: dict) -> str:
         payload["sweep_seconds"],
         width=arguments["width"],
         epochs=arguments["epochs"],
+        goals=payload.get("issue_25_goals"),
+        frontier={k: pd.DataFrame(v["rows"]) for k, v in frontier.items()} if frontier else None,
+        placement=pd.DataFrame(payload["frontier_placement"]) if frontier else None,
+        hybrid=payload.get("hybrid_vs_single"),
     )
 
 
 def markdown(
-    df: pd.DataFrame, env: dict, checks, seconds: float, *, width: int | None, epochs: int | None
+    df: pd.DataFrame,
+    env: dict,
+    checks,
+    seconds: float,
+    *,
+    width: int | None,
+    epochs: int | None,
+    goals: list[dict] | None = None,
+    frontier: dict[str, pd.DataFrame] | None = None,
+    placement: pd.DataFrame | None = None,
+    hybrid: list[dict] | None = None,
 ) -> str:
-    """The issue-10 checks and one table of every row (``width``, ``epochs``: the overrides)."""
+    """The issue-10 checks and one table of every row (``width``, ``epochs``: the overrides);
+    with a frontier, issue 25's goals, the hybrid against the best single method, the frontier
+    and every result's place against it (results made before issue 25 have none of these)."""
     lines = [
         "# Compression trade-off without fine-tuning",
         "",
@@ -211,6 +350,10 @@ def markdown(
                 f"({c['test_acc']:.4f}) | {'yes' if c['met'] else 'no'} |"
             )
         lines.append("")
+    if goals:
+        lines += goals_markdown(goals)
+    if hybrid:
+        lines += hybrid_markdown(hybrid)
     base = df.drop_duplicates(["setup", "training"])
     lines += [
         "Uncompressed test accuracy: "
@@ -239,6 +382,8 @@ def markdown(
             f"{r.test_acc_bn_reestimated:.4f} | {int(r.params)} | {r.flops / 1e6:.1f} | "
             f"{r.latency_ms:.1f} |"
         )
+    if frontier:
+        lines += frontier_markdown(frontier, placement)
     failed = df[df.error.notna()]
     if len(failed):
         lines += ["", "## Targets not reached", ""]
@@ -249,12 +394,95 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def plot(df: pd.DataFrame, results: Results) -> None:
+def goals_markdown(goals: list[dict]) -> list[str]:
+    """Issue 25's goals as a table, each marked met or not."""
+    lines = [
+        "## Issue 25 goals (resnet18, no BN re-estimation, no fine-tuning, one seed)",
+        "",
+        "| goal | best structured method | its accuracy | measured | met |",
+        "|---|---|---:|---|---|",
+    ]
+    for g in goals:
+        target = f"{g['target_reduction']:.0%}"
+        if g["kind"] == "loss":
+            goal = f"{g['training']} within {g['max_loss'] * 100:.1f} pp at {target}"
+            measured = f"loses {g['loss'] * 100:.2f} pp"
+        else:
+            goal = f"{g['training']} above the trained-small frontier at {target}"
+            measured = (
+                f"{g['frontier_gap'] * 100:+.2f} pp against {g['frontier_acc']:.4f}: "
+                f"{g['versus_frontier']}"
+            )
+        lines.append(
+            f"| {goal} | {g['best_method']} | {g['test_acc']:.4f} | {measured} | "
+            f"{'met' if g['met'] else 'not met'} |"
+        )
+    return [*lines, ""]
+
+
+def hybrid_markdown(rows: list[dict]) -> list[str]:
+    """The hybrid method against the best single structured method (one seed)."""
+    lines = [
+        "## The hybrid method against the best single method (one seed)",
+        "",
+        "| training | target | hybrid | best single method | its accuracy | hybrid minus it |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['training']} | {r['target_reduction']:.0%} | {r['hybrid_acc']:.4f} | "
+            f"{r['best_single']} | {r['best_single_acc']:.4f} | {r['difference'] * 100:+.2f} pp |"
+        )
+    return [*lines, ""]
+
+
+def frontier_markdown(frontier: dict[str, pd.DataFrame], placement: pd.DataFrame) -> list[str]:
+    """The frontier of each setup and every compressed result's place against it."""
+    lines = []
+    for setup, rows in frontier.items():
+        agg = rows.groupby(["width", "params"], as_index=False)["test_acc"].agg(["mean", "count"])
+        seeds = int(agg["count"].max())
+        lines += [
+            "",
+            f"## Trained-small frontier ({setup}: the baseline's recipe from scratch, "
+            f"{'one seed' if seeds == 1 else f'{seeds} seeds'})",
+            "",
+            "| width | params | test acc |",
+            "|---:|---:|---:|",
+        ]
+        lines += [f"| {int(r.width)} | {int(r.params)} | {r.mean:.4f} |" for r in agg.itertuples()]
+    lines += [
+        "",
+        "## Against the trained-small frontier",
+        "",
+        "At the compressed model's own parameter count, the frontier's accuracy interpolated "
+        "linearly in log-parameters between the two widths around it (never extrapolated). "
+        "`gap`: compressed minus frontier; with one seed the words say so and no interval is "
+        "computed.",
+        "",
+        "| setup | training | method | target | params | acc | frontier | gap | verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in placement.itertuples():
+        frontier_acc = "" if pd.isna(r.frontier_acc) else f"{r.frontier_acc:.4f}"
+        gap = "" if pd.isna(r.frontier_gap) else f"{r.frontier_gap * 100:+.1f} pp"
+        lines.append(
+            f"| {r.setup} | {r.training} | {r.method} | {r.target_reduction:.2f} | "
+            f"{int(r.params)} | {r.test_acc:.4f} | {frontier_acc} | {gap} | {r.versus_frontier} |"
+        )
+    return lines
+
+
+def plot(
+    df: pd.DataFrame, results: Results, frontier: dict[str, pd.DataFrame] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+
+    from smoothviz.plots import plot_frontier
 
     ok = df[df.error.isna()].copy()
     long = ok.melt(
@@ -280,10 +508,29 @@ def plot(df: pd.DataFrame, results: Results) -> None:
         aspect=1.0,
         facet_kws={"sharey": True},
     )
+    for (setup, _method), ax in grid.axes_dict.items():
+        if frontier and setup in frontier:  # the trained-small frontier, grey, in every panel
+            reference = int(ok[ok.setup == setup].params_uncompressed.max())
+            plot_frontier(frontier[setup], params_uncompressed=reference, annotate=False, ax=ax)
     grid.set_axis_labels("parameter reduction (achieved)", "test accuracy")
-    grid.figure.suptitle("Accuracy without fine-tuning", y=1.02)
+    grid.figure.suptitle("Accuracy without fine-tuning (grey: trained from scratch)", y=1.02)
     results.write_png(grid.figure, dpi=100)
     plt.close(grid.figure)
+
+
+MERGE_KEY = ("setup", "training", "method", "target_reduction")
+
+
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``--merge``: the earlier rows this run did not redo, then this run's rows.
+
+    A row is redone when this run measured the same setup, training, method and target, so a
+    run restricted to some ``--reductions`` keeps the stored rows at the other targets.
+    """
+    redone = set(new[list(MERGE_KEY)].itertuples(index=False, name=None))
+    keys = old[list(MERGE_KEY)].itertuples(index=False, name=None)
+    kept = old[[k not in redone for k in keys]]
+    return pd.concat([kept, new], ignore_index=True)
 
 
 def _chunk_key(setup: str, training: str, args, sha: str) -> str:
@@ -307,7 +554,7 @@ def main(argv=None) -> None:
     # One record per finished (setup, training): a stopped run resumes there (same code and options).
     store = ResumeStore(results.path("partial.jsonl"), key=lambda chunk: chunk["key"])
     done = {key: chunk["rows"] for key, chunk in store.records().items()}
-    tables, configs = [], {}
+    tables, configs, frontiers = [], {}, {}
     t0 = time.perf_counter()
     for setup in args.setups:
         cfgs = configs_for(setup, args)
@@ -332,15 +579,15 @@ def main(argv=None) -> None:
             ).assign(setup=setup, model=SETUPS[setup]["model"], git_sha=env["git_sha"])
             tables.append(df)
             store.put({"key": key, "rows": json.loads(df.to_json(orient="records"))})
+        frontier = frontier_for_setup(setup, args, data)  # the trainings are in the cache
+        if frontier is not None:
+            frontiers[setup] = frontier
     seconds = time.perf_counter() - t0
     df = pd.concat(tables, ignore_index=True)
     earlier: dict[str, Any] = {}
     if args.merge and results.path("json").exists():
         earlier = results.read_json()
-        old = pd.DataFrame(earlier["rows"])
-        redone = set(zip(df.setup, df.training, df.method))
-        old = old[[k not in redone for k in zip(old.setup, old.training, old.method)]]
-        df = pd.concat([old, df], ignore_index=True)
+        df = merge_rows(pd.DataFrame(earlier["rows"]), df)
         configs = {
             **{k: TrainConfig.from_dict(v) for k, v in earlier["configs"].items()},
             **configs,
@@ -353,6 +600,20 @@ def main(argv=None) -> None:
     ).reset_index(drop=True)
     df = df[["setup", "model", *[c for c in df.columns if c not in ("setup", "model")]]]
     checks = check_targets(df)
+    if args.merge and earlier.get("frontier"):  # a setup this run did not redo keeps its own
+        for setup, stored in earlier["frontier"].items():
+            frontiers.setdefault(setup, pd.DataFrame(stored["rows"]))
+    placement = (
+        pd.concat(
+            [
+                compare_to_frontier(df[df.setup == setup], f, by=BY).assign(setup=setup)
+                for setup, f in frontiers.items()
+            ],
+            ignore_index=True,
+        )
+        if frontiers
+        else None
+    )
     results.write_csv(df)
     payload = {
         "provenance": env,
@@ -364,9 +625,17 @@ def main(argv=None) -> None:
         "issue_10_targets": checks,
         "rows": json.loads(df.to_json(orient="records")),
     }
+    if frontiers:
+        payload["frontier"] = {
+            setup: {"rows": json.loads(f.to_json(orient="records"))}
+            for setup, f in frontiers.items()
+        }
+        payload["frontier_placement"] = json.loads(placement.to_json(orient="records"))
+    payload["issue_25_goals"] = check_goals(df, placement)
+    payload["hybrid_vs_single"] = hybrid_against_single(df)
     results.write_json(payload)
     results.write_markdown(render(payload))
-    plot(df, results)
+    plot(df, results, frontiers)
     store.clear()  # the complete result is written
     print(results.path("md").read_text())
 

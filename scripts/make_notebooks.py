@@ -166,6 +166,7 @@ ranks""",
         (
             "code",
             """from smoothviz.analysis import load_lambda_sweep
+from smoothviz.frontier import compare_to_frontier, frontier_for
 from smoothviz.headline import best_methods, headline_sentence, headline_table, load_seed_spread
 from smoothviz.notebook_params import TradeoffParams
 from smoothviz.plots import lambda_sweep_grid, tradeoff_grid
@@ -202,12 +203,34 @@ print(headline_sentence(results, spread=spread))""",
         ("code", "best_methods(headline_table(results))"),
         (
             "markdown",
+            "## Against the trained-small frontier\n\n"
+            "The baseline's recipe trained from scratch at the narrower `frontier_widths`, at every "
+            "seed; when none are given, the measurement committed for this recipe "
+            "(`benchmarks/results/trained_small_frontier.json`, its `source` says so), if there is "
+            "one. Each compressed model is compared with it at its own parameter count "
+            "(interpolated in log-parameters, never extrapolated; paired by seed where the "
+            "frontier has the results' seeds; `docs/methods.md`).",
+        ),
+        (
+            "code",
+            """frontier = frontier_for(params.training_configs()["baseline"], params.frontier_widths,
+                        data=data, seeds=params.seeds)
+frontier""",
+        ),
+        (
+            "code",
+            """if frontier is not None:
+    display(compare_to_frontier(results, frontier))""",
+        ),
+        (
+            "markdown",
             "## Accuracy vs parameters removed (no fine-tuning)\n\n"
-            "Dotted lines: each training's uncompressed accuracy; dash-dot: chance level. With "
+            "Dotted lines: each training's uncompressed accuracy; dash-dot: chance level; grey: "
+            "the trained-small frontier at its own parameter reduction (when there is one). With "
             "several seeds, each line is the mean over seeds and its band the 95 % Student-t "
             "interval of that mean.",
         ),
-        ("code", "tradeoff_grid(results, chance=1 / data.num_classes);"),
+        ("code", "tradeoff_grid(results, chance=1 / data.num_classes, frontier=frontier);"),
         ("markdown", "## Parameters, FLOPs, latency and accuracy, smooth beside baseline"),
         ("code", "tradeoff_summary(results)"),
         (

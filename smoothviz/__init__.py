@@ -18,6 +18,7 @@ from smoothviz.compress import (
     compress_from_factors,
     data_aware_svd_compress,
     data_aware_svd_factors,
+    hybrid_compress,
     interpolative_compress,
     load_compressed,
     prune_channels,
@@ -40,6 +41,8 @@ _LAZY = {
     "PruneExplorer": "smoothviz.explore.prune",
     "run_report": "smoothviz.report",
     "sweep_on_cluster": "smoothviz.distributed",
+    "reference_frontier": "smoothviz.frontier",
+    "compare_to_frontier": "smoothviz.frontier",
     "weight_smoothness": "smoothviz.analysis",
     "singular_spectra": "smoothviz.analysis",
     "spectrum_summary": "smoothviz.analysis",
@@ -50,6 +53,7 @@ _LAZY = {
     "plot_smoothness": "smoothviz.plots",
     "plot_tradeoff": "smoothviz.plots",
     "plot_history": "smoothviz.plots",
+    "plot_frontier": "smoothviz.plots",
     "spectra_grid": "smoothviz.plots",
 }
 
@@ -64,7 +68,7 @@ __all__ = [
     "BudgetError", "ConfigError", "ImageData", "TrainConfig", "TrainedRun", "TrainingDiverged",
     "bn_reestimate", "build_model", "compress_from_factors", "count_flops", "count_params",
     "data_aware_svd_compress", "data_aware_svd_factors",
-    "evaluate", "from_tensors", "interpolative_compress", "load_compressed", "load_dataset",
+    "evaluate", "from_tensors", "hybrid_compress", "interpolative_compress", "load_compressed", "load_dataset",
     "measure_latency", "prune_channels", "prune_magnitude", "save_compressed", "seed_everything",
     "svd_compress", "svd_factors", "train", *_LAZY,
 ]  # fmt: skip

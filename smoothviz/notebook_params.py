@@ -455,9 +455,25 @@ class TradeoffParams(NotebookParams):
         "also draw the committed regulariser-weight sweep (benchmarks/results/lambda_sweep.csv)",
         default=False,
     )
+    frontier_widths: tuple[int, ...] | None = _help(
+        "train the baseline at these narrower widths too, at every seed: the trained-small "
+        "frontier (None: show the committed measurement for this recipe if there is one)",
+        default=None,
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.frontier_widths is not None:
+            if not self.frontier_widths or any(w < 1 for w in self.frontier_widths):
+                raise ConfigError(
+                    "notebook parameter 'frontier_widths' must be None or a non-empty list of "
+                    f"ints >= 1, got {list(self.frontier_widths)!r}"
+                )
+            if self.model.startswith("torchvision:"):
+                raise ConfigError(
+                    "notebook parameter 'frontier_widths' needs a model with a width (cnn, mlp, "
+                    f"resnet18), got model={self.model!r}; set it to None"
+                )
         if self.methods is not None:
             bad = [m for m in self.methods if m not in METHODS]
             if bad or not self.methods:
@@ -469,6 +485,20 @@ class TradeoffParams(NotebookParams):
             raise ConfigError("notebook parameter 'reductions' must be a non-empty list")
         for r in self.reductions:
             _check_fraction("reductions", r)
+
+    def all_training_configs(self) -> list[TrainConfig]:
+        """Every training of every seed and, with ``frontier_widths``, the baseline's recipe at
+        each of those widths and seeds (the trained-small frontier), so that a report on a
+        cluster trains them side by side before the notebook loads them from the cache."""
+        configs = super().all_training_configs()
+        if self.frontier_widths is None:
+            return configs
+        from smoothviz.frontier import frontier_configs
+
+        frontier = frontier_configs(
+            self.training_configs()["baseline"], self.frontier_widths, self.seeds
+        )
+        return configs + [c for c in frontier if c not in configs]
 
     def sweep_options(self) -> dict[str, Any]:
         """The keyword arguments of the notebook's sweep (the benchmarks that measure the main

@@ -28,6 +28,8 @@ from smoothviz.compress import (
     BudgetError,
     data_aware_svd_compress,
     data_aware_svd_factors,
+    hybrid_compress,
+    hybrid_factors,
     interpolative_compress,
     interpolative_factors,
     prune_channels,
@@ -36,6 +38,7 @@ from smoothviz.compress import (
     svd_factors,
 )
 from smoothviz.compress.budget import check_reduction
+from smoothviz.compress.layer_inputs import share_reference_inputs
 from smoothviz.data import ImageData
 from smoothviz.measure import (
     bn_reestimate as _bn_reestimate,
@@ -45,6 +48,7 @@ from smoothviz.measure import (
     count_params,
     measure_latency,
 )
+from smoothviz.threads import share_threads
 from smoothviz.variant_eval import VariantEvaluator
 
 COLUMNS = [
@@ -69,6 +73,14 @@ COLUMNS = [
 ]
 
 
+# --- compression-side reuse (issue 25): used by compress() only --------------------------------
+def _share_recordings(cache: Mapping[Any, Any]) -> None:
+    """One recording of the original model's layer inputs per model and calibration set, whichever
+    method made it first (each factor object keeps what it uses in its own ``cache``)."""
+    stores = [f.cache for f in cache.values() if isinstance(getattr(f, "cache", None), dict)]
+    share_reference_inputs(stores)
+
+
 def compress(
     model: nn.Module,
     method: str,
@@ -82,12 +94,19 @@ def compress(
     """Compress ``model`` by ``method`` (one of ``METHODS``) to a whole-network reduction target.
 
     ``cache`` (a dict you keep per model) stores what is computed once per model between calls:
-    the SVD factors, the data-aware SVD factors, the ID pivoted QRs and any allocation scores
-    derived from them. ``options`` are extra keyword arguments of the method's function, e.g.
+    the SVD factors, the data-aware SVD factors, the ID pivoted QRs, the hybrid's scores, any
+    allocation scores derived from them, and (inside the factors) the original model's layer
+    inputs that the sequential methods compare with, so that a further target runs only the
+    compressed model. A result computed with a warm cache is bit-identical to one computed
+    from scratch. ``options`` are extra keyword arguments of the method's function, e.g.
     ``{"allocation": "sensitivity"}`` for ``svd`` or ``{"sequential": False}`` for
     ``svd_data_aware``.
+
+    Sets torch's CPU threads to this process's share of the cores first
+    (:func:`smoothviz.threads.share_threads`; ``SMOOTHVIZ_THREADS=off`` opts out).
     """
     check_choice("method", method, METHODS)
+    share_threads()
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict of keyword arguments or None, got {options!r}")
     opts = dict(options or {})
@@ -107,6 +126,7 @@ def compress(
         key = ("svd_data_aware", tuple(sorted(made_with.items())))
         if key not in cache:
             cache[key] = data_aware_svd_factors(model, calibration, layers=layers, **made_with)
+        _share_recordings(cache)
         return data_aware_svd_compress(
             model,
             calibration,
@@ -121,10 +141,27 @@ def compress(
         return prune_channels(
             model, calibration, param_reduction=param_reduction, layers=layers, **opts
         )
+    if method == "hybrid":
+        if calibration is None:
+            raise TypeError("calibration is required for method='hybrid'")
+        made_with = {k: opts.pop(k) for k in ("damping",) if k in opts}
+        key = ("hybrid", tuple(sorted(made_with.items())))
+        if key not in cache:  # the other methods' factors, when this sweep made them already
+            cache[key] = hybrid_factors(
+                model,
+                calibration,
+                layers=layers,
+                data_aware=None if made_with else cache.get(("svd_data_aware", ())),
+                interpolative=cache.get("interpolative"),
+                **made_with,
+            )
+        _share_recordings(cache)
+        return hybrid_compress(model, param_reduction=param_reduction, factors=cache[key], **opts)
     if "interpolative" not in cache:
         if calibration is None:
             raise TypeError("calibration is required for method='interpolative'")
         cache["interpolative"] = interpolative_factors(model, calibration, layers=layers)
+    _share_recordings(cache)
     return interpolative_compress(
         model, param_reduction=param_reduction, factors=cache["interpolative"], **opts
     )
@@ -156,7 +193,7 @@ def sweep(
         ``{training name: trained model}`` (not modified), e.g. ``{"baseline": ..., "smooth": ...}``.
     methods
         Any of :data:`smoothviz.compress.METHODS`: ``"svd"``, ``"svd_data_aware"``,
-        ``"prune_magnitude"``, ``"prune_channels"``, ``"interpolative"``.
+        ``"prune_magnitude"``, ``"prune_channels"``, ``"interpolative"``, ``"hybrid"``.
     reductions
         Whole-network parameter-reduction targets, each in [0, 1).
     data

@@ -49,6 +49,7 @@ from smoothviz.measure import evaluate
 from smoothviz.models import build_model
 from smoothviz.provenance import environment_info
 from smoothviz.regularizers import Regularization
+from smoothviz.threads import share_threads
 
 # Part of every cache key: a change to the model definitions invalidates old checkpoints.
 MODEL_CODE_VERSION = hashlib.sha256(inspect.getsource(_models_module).encode()).hexdigest()[:12]
@@ -281,6 +282,7 @@ def train(
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a folder path (str or Path) or None, got {cache_dir!r}")
     device = resolve_device(cfg.device)
+    share_threads()  # this process's share of the cores, when other smoothviz processes run
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if data is None and cfg.dataset.startswith(FOLDER_PREFIX):
         # A folder's images can change under the same name: its content goes into the cache key.

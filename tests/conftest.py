@@ -9,6 +9,10 @@ import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# A fixed thread count: smoothviz would otherwise share the cores with every other smoothviz
+# process running on the machine (smoothviz.threads), and results that depend on float sums
+# could differ from one run to the next. tests/test_threads.py clears it where it tests sharing.
+os.environ.setdefault("SMOOTHVIZ_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")

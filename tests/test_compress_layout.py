@@ -19,9 +19,10 @@ PACKAGE = Path(compress.__file__).parent
 FLOORS = [
     {"calibration", "budget", "targets"},
     {"chains", "sensitivity", "layer_inputs"},
-    {"factorized", "surgery", "activations"},
-    {"rank_allocation", "importance", "channel_request"},
+    {"factorized", "surgery", "activations", "layer_stream"},
+    {"rank_allocation", "importance", "channel_request", "hybrid_plan", "output_fit"},
     {"svd", "data_aware_svd", "prune", "interpolative", "serialize"},
+    {"hybrid"},  # composes two front doors' factors (data-aware SVD, interpolative)
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
 MAX_LINES = 600
@@ -71,10 +72,12 @@ def test_public_surface_is_front_doors_factor_types_budget_error_and_methods():
         "prune_channels",
         "drop_channels",
         "interpolative_compress",
+        "hybrid_compress",
         "compress_from_factors",
         "svd_factors",
         "data_aware_svd_factors",
         "interpolative_factors",
+        "hybrid_factors",
         "save_compressed",
         "load_compressed",
         "Factorized",
@@ -82,6 +85,7 @@ def test_public_surface_is_front_doors_factor_types_budget_error_and_methods():
         "SVDFactors",
         "DataAwareFactors",
         "IDFactors",
+        "HybridFactors",
     }
     assert all(hasattr(compress, n) for n in compress.__all__)
     # Helpers that older code imports from the package keep working, outside __all__.

@@ -33,6 +33,8 @@ SMALL = {
     "reductions": [0.5],
     "methods": ["svd", "prune_magnitude"],
     "bn_reestimate": False,
+    # One narrower training (width 8 is the baseline itself): the notebook's frontier cells.
+    "frontier_widths": [4, 8],
 }
 
 
@@ -200,5 +202,8 @@ def test_notebook_executed_by_papermill_without_errors(small_report, name):
     assert injected and "width = 8" in injected[0].source
     html = (index.parent / "00-defaults" / f"{name}.html").read_text()
     assert "from_notebook(globals())" not in html  # rendered without input cells
+    if name == "04_tradeoff":  # the trained-small frontier, trained and placed against
+        assert "versus_frontier" in html
+        assert "above (one seed)" in html or "below (one seed)" in html
     # The landing page shows each notebook's last figure.
     assert (index.parent / "00-defaults" / f"{name}.png").is_file()

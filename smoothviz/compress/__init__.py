@@ -11,14 +11,23 @@ each floor importing only from the floors below it:
   (structured), :func:`drop_channels` (keep given channels, no correction). ``interpolative.py``:
   :func:`interpolative_compress`, :func:`interpolative_factors`. ``serialize.py``:
   :func:`save_compressed` / :func:`load_compressed`.
+- The front door built from two others. ``hybrid.py``: :func:`hybrid_compress`,
+  :func:`hybrid_factors` (per layer factorisation, channel removal or both, under one budget).
+- ``hybrid_plan.py``: the hybrid's scores (output error per parameter saved, SVD terms and
+  channels alike) and its exact parameter count.
+- ``output_fit.py``: whitening, the whitened truncation, and the refit of a layer to the original
+  model's outputs (data-aware SVD and hybrid).
 - ``rank_allocation.py``: every way SVD ranks are chosen (kept energy, a budget split by energy,
   output error or measured sensitivity, the rank explorer's uniform splits).
 - ``factorized.py``: the factor types (:class:`LayerFactors`, :class:`SVDFactors`), the factorised
   layer (:class:`Factorized`), the SVD request checked once, :func:`compress_from_factors`
   (cheap re-ranking from the cache).
 - ``channel_request.py``: the channel methods' shared front door (target, groups, budget checks).
-- ``layer_inputs.py``: what a layer sees on calibration data (patches, padding, input statistics).
+- ``layer_inputs.py``: what a layer sees on calibration data (patches, padding, input statistics,
+  the original model's layer inputs recorded once for every target).
 - ``activations.py``: what each channel group's readers see (means, Gram matrices).
+- ``layer_stream.py``: the calibration forward pass paused layer by layer (the sequential refits
+  run the compressed copy once per target).
 - ``chains.py``: which channel groups can be cut (chains and whole residual streams).
 - ``importance.py``: channel importance for structured pruning (fisher, activation, bn_scale, l1).
 - ``surgery.py``: cutting a channel group out of a model, with corrections folded into readers.
@@ -43,6 +52,7 @@ from smoothviz.compress.factorized import (
     compress_from_factors,
 )
 from smoothviz.compress.factorized import factorize_layer as factorize_layer
+from smoothviz.compress.hybrid import HybridFactors, hybrid_compress, hybrid_factors
 from smoothviz.compress.interpolative import (
     IDFactors,
     interpolative_compress,
@@ -54,7 +64,14 @@ from smoothviz.compress.sensitivity import unit_scores as unit_scores
 from smoothviz.compress.serialize import load_compressed, save_compressed
 from smoothviz.compress.svd import svd_compress, svd_factors
 
-METHODS = ("svd", "svd_data_aware", "prune_magnitude", "prune_channels", "interpolative")
+METHODS = (
+    "svd",
+    "svd_data_aware",
+    "prune_magnitude",
+    "prune_channels",
+    "interpolative",
+    "hybrid",
+)
 
 # The public surface: front doors, factor types, BudgetError and METHODS. Helpers imported above
 # with ``as`` (allocate, find_groups, ...) stay importable from here for older code; new code
@@ -69,10 +86,12 @@ __all__ = [
     "prune_channels",
     "drop_channels",
     "interpolative_compress",
+    "hybrid_compress",
     "compress_from_factors",
     "svd_factors",
     "data_aware_svd_factors",
     "interpolative_factors",
+    "hybrid_factors",
     "save_compressed",
     "load_compressed",
     # factor types
@@ -81,4 +100,5 @@ __all__ = [
     "SVDFactors",
     "DataAwareFactors",
     "IDFactors",
+    "HybridFactors",
 ]

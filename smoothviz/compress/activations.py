@@ -27,7 +27,7 @@ from torch import nn
 from smoothviz._validation import check_int
 from smoothviz.compress.calibration import check_calibration, run_calibration
 from smoothviz.compress.chains import ChannelGroup, Reader
-from smoothviz.compress.layer_inputs import tap_sums
+from smoothviz.compress.layer_inputs import ReferenceInputs, tap_sums
 
 
 @dataclass
@@ -161,8 +161,14 @@ def paired_statistics(
     group: ChannelGroup,
     *,
     batch_size: int = 128,
+    reference: ReferenceInputs | None = None,
 ) -> PairedStats:
-    """Run the same calibration batches through both models; measure ``group``'s reader inputs."""
+    """Run the same calibration batches through both models; measure ``group``'s reader inputs.
+
+    ``reference``: the original's layer inputs on these batches, recorded once
+    (:func:`~smoothviz.compress.layer_inputs.reference_inputs`); when it holds every reader, the
+    original is not run and its side is read from it (the same floats).
+    """
     calibration = check_calibration(original, calibration)
     first = {}
     for r in group.readers:
@@ -188,11 +194,18 @@ def paired_statistics(
 
         return record
 
+    recorded = reference is not None and all(r.name in reference for r in group.readers)
+    live = (
+        (("compressed", compressed),)
+        if recorded
+        else (("original", original), ("compressed", compressed))
+    )
     handles = [
         m.get_submodule(r.name).register_forward_pre_hook(hook(which, r))
-        for which, m in (("original", original), ("compressed", compressed))
+        for which, m in live
         for r in group.readers
     ]
+    replay = {r.name: hook("original", r) for r in group.readers} if recorded else {}
     acc = {src: {"rows": 0, "gram": 0.0, "cross": 0.0, "sum": 0.0, "sum0": 0.0} for src in first}
     modes = (original.training, compressed.training)
     original.eval()
@@ -200,9 +213,13 @@ def paired_statistics(
     try:
         device = next(original.parameters()).device
         with torch.no_grad():
-            for start in range(0, len(calibration), batch_size):
+            for i, start in enumerate(range(0, len(calibration), batch_size)):
                 x = calibration[start : start + batch_size].to(device)
-                original(x)
+                if recorded:  # the original's side as a forward pass would record it
+                    for r in group.readers:
+                        replay[r.name](None, (reference.batch(r.name, i),))
+                else:
+                    original(x)
                 compressed(x)
                 for src, a in acc.items():
                     z, z0 = seen["compressed"][src], seen["original"][src]

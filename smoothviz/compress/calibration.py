@@ -7,6 +7,7 @@ that the same bad input gets the same clear error whichever method receives it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -55,6 +56,13 @@ def check_calibration(
     if not torch.isfinite(calibration).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return calibration
+
+
+def fingerprint(x: torch.Tensor) -> str:
+    """A short hash of a tensor's shape, dtype and values (the cache key of a calibration batch)."""
+    h = hashlib.sha1(f"{tuple(x.shape)}{x.dtype}".encode())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def run_calibration(

@@ -31,13 +31,14 @@ What a layer sees (patches, input statistics, the BatchNorm weighting ``D``) com
 :mod:`~smoothviz.compress.layer_inputs`; the request, the factor types and the factorised layers
 from :mod:`~smoothviz.compress.factorized`; the rank allocations from
 :mod:`~smoothviz.compress.rank_allocation`. This module holds the whitening, the factors and the
-sequential refit.
+sequential refit; the whitening and the truncation itself are in
+:mod:`~smoothviz.compress.output_fit` (shared with the hybrid method).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,10 +57,14 @@ from smoothviz.compress.factorized import (
     svd_target,
 )
 from smoothviz.compress.layer_inputs import (
+    ReferenceInputs,
     collect_input_stats,
     output_weights,
     paired_layer_inputs,
+    reference_inputs,
 )
+from smoothviz.compress.layer_stream import LayerStream, open_stream, stream_pairs
+from smoothviz.compress.output_fit import truncation_factors, whiten
 from smoothviz.compress.rank_allocation import (
     allocate_ranks,
     choose_ranks,
@@ -81,6 +86,7 @@ __all__ = [
     "data_aware_svd_factors",
     "refit_layer",
     "sequential_refit",
+    # moved to output_fit.py; importable from here as before
     "truncation_factors",
     "whiten",
     # moved to rank_allocation.py; importable from here as before
@@ -88,54 +94,6 @@ __all__ = [
     "output_error_scores",
     "rank_sensitivity",
 ]
-
-
-# ------------------------------------------------------------------------------------ whitening
-def whiten(cov: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """``L`` with ``L Lᵀ = cov + δ·(tr cov / n)·I``, and ``L⁻¹``, in float64.
-
-    Cholesky of the damped covariance; where that fails (round-off on a nearly singular matrix),
-    eigen-whitening with the eigenvalues clamped at the damping level.
-
-    Returns
-    -------
-    l, l_inv, how
-        The whitening factor, its inverse and ``"cholesky"`` or ``"eigen"``.
-    """
-    n = cov.shape[0]
-    scale = float(torch.diagonal(cov).mean())
-    eye = torch.eye(n, dtype=torch.float64)
-    reg = cov + damping * scale * eye
-    chol, info = torch.linalg.cholesky_ex(reg)
-    if int(info) == 0:
-        return chol, torch.linalg.solve_triangular(chol, eye, upper=False), "cholesky"
-    evals, evecs = torch.linalg.eigh((reg + reg.T) / 2)
-    evals = evals.clamp_min(max(damping, 1e-12) * scale)
-    root = evals.sqrt()
-    return evecs * root, (evecs / root).T, "eigen"
-
-
-def truncation_factors(
-    name: str,
-    weight: torch.Tensor,
-    cov: torch.Tensor,
-    d: torch.Tensor,
-    damping: float,
-    dtype: torch.dtype,
-) -> tuple[LayerFactors, str]:
-    """The whitened truncation factors of one layer: ``u = D⁻¹U``, ``s = Σ``, ``vh = Vᵀ L⁻¹`` for
-    ``D W L = U Σ Vᵀ`` with ``L Lᵀ`` the damped ``cov`` (:func:`whiten`), and the whitening used."""
-    w = matrix_view(weight.detach().to("cpu", torch.float64))
-    white, white_inv, how = whiten(cov, damping)
-    u, s, vh = torch.linalg.svd(d[:, None] * w @ white, full_matrices=False)
-    f = LayerFactors(
-        name,
-        (u / d[:, None]).to(dtype),
-        s.to(dtype),
-        (vh @ white_inv).to(dtype),
-        tuple(weight.shape),
-    )
-    return f, how
 
 
 # --------------------------------------------------------------------------------- the factors
@@ -282,6 +240,7 @@ def sequential_refit(
     *,
     batch_size: int = 128,
     progress: bool = False,
+    reference: ReferenceInputs | None = None,
 ) -> tuple[nn.Module, dict[str, int | None]]:
     """Compress layer after layer, each fitted on the inputs the compressed layers before it give.
 
@@ -290,6 +249,12 @@ def sequential_refit(
     ``λ = δ·tr(X̂ᵀX̂)/n``), ``W* = W (XᵀX̂ + λI)(X̂ᵀX̂ + λI)⁻¹``, which is ``W`` itself while
     nothing upstream has changed. ``W*`` is then truncated to ``ranks[l]`` by the whitened SVD on
     ``X̂``. A layer at or above its break-even rank stays dense with its original weight.
+    ``reference``: the original model's layer inputs on these calibration batches, recorded once
+    (:func:`~smoothviz.compress.layer_inputs.reference_inputs`), so that only the compressed
+    model runs. It runs once in all, not once per layer: a
+    :class:`~smoothviz.compress.layer_stream.LayerStream` pauses its forward pass at each layer
+    (where ``torch.fx`` cannot trace the model, it runs up to each layer instead; the same floats
+    either way).
 
     Returns
     -------
@@ -305,6 +270,7 @@ def sequential_refit(
     used: dict[str, int | None] = {}
     changed = False  # until a layer is cut, X̂ = X and the cached factors are exact
     names = [n for n in factors.order if n in ranks]
+    streams: dict[str, LayerStream | None] = {}  # the copy's forward pass, paused layer by layer
     try:
         for name in tqdm(names, desc="sequential refit", disable=not progress, leave=False):
             f, r = factors[name], int(ranks[name])
@@ -313,8 +279,28 @@ def sequential_refit(
                 used[name] = None
                 continue
             if changed:
-                f = refit_layer(model, new, name, calibration, factors, batch_size=batch_size)
-            set_submodule(new, name, f.build_layer(m, r))
+                if "new" not in streams:
+                    streams["new"] = open_stream(new, calibration, batch_size)
+                stream, pairs = streams["new"], None
+                if stream is not None and name in stream:
+                    if (reference is None or name not in reference) and "original" not in streams:
+                        streams["original"] = LayerStream(model, calibration, batch_size)
+                    pairs = stream_pairs(model, stream, name, reference, streams.get("original"))
+                f = refit_layer(
+                    model,
+                    new,
+                    name,
+                    calibration,
+                    factors,
+                    batch_size=batch_size,
+                    reference=reference,
+                    pairs=pairs,
+                )
+            layer = f.build_layer(m, r)
+            if streams.get("new") is not None:
+                streams["new"].replace(name, layer)
+            else:
+                set_submodule(new, name, layer)
             used[name] = r
             changed = True
     finally:
@@ -331,6 +317,8 @@ def refit_layer(
     factors: DataAwareFactors,
     *,
     batch_size: int = 128,
+    reference: ReferenceInputs | None = None,
+    pairs: Iterable[tuple[torch.Tensor, torch.Tensor, int]] | None = None,
 ) -> LayerFactors:
     """The whitened factors of layer ``name`` refitted on its inputs in ``current``.
 
@@ -338,13 +326,17 @@ def refit_layer(
     compressed) ``current`` model gives the layer, the outputs the ``original`` model gives on
     its inputs ``X``; then the whitened truncation of ``W*`` on ``X̂`` (see
     :func:`sequential_refit`). Both models must be in eval mode. While nothing upstream has
-    changed, the result equals ``factors[name]`` up to round-off.
+    changed, the result equals ``factors[name]`` up to round-off. ``reference`` as for
+    :func:`sequential_refit`; ``pairs``: the layer's input rows per batch in both models, when the
+    caller has them (:func:`~smoothviz.compress.layer_stream.stream_pairs`).
     """
     n = factors[name].shape[1]
     gram = torch.zeros(n, n, dtype=torch.float64)
     cross = torch.zeros(n, n, dtype=torch.float64)
     images = 0
-    for x, x_hat, b in paired_layer_inputs(original, current, name, calibration, batch_size):
+    if pairs is None:
+        pairs = paired_layer_inputs(original, current, name, calibration, batch_size, reference)
+    for x, x_hat, b in pairs:
         gram += (x_hat.T @ x_hat).to("cpu", torch.float64)
         cross += (x_hat.T @ x).to("cpu", torch.float64)
         images += b
@@ -482,8 +474,17 @@ def data_aware_svd_compress(
             raise ValueError(f"ranks: these layers cannot be factorised here: {skipped}")
     ranks = choose_ranks(model, factors, request, progress=progress)
     if sequential:
+        # The original's layer inputs, recorded once per factors and calibration batch: a second
+        # target with the same factors runs only the compressed model.
+        reference = reference_inputs(factors.cache, model, calibration, batch_size)
         new, used = sequential_refit(
-            model, factors, calibration, ranks, batch_size=batch_size, progress=progress
+            model,
+            factors,
+            calibration,
+            ranks,
+            batch_size=batch_size,
+            progress=progress,
+            reference=reference,
         )
     else:
         new, used = factorized_model(model, factors, ranks)

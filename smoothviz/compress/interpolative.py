@@ -65,6 +65,7 @@ from smoothviz.compress.channel_request import (
     kept_counts,
     resolve_channel_request,
 )
+from smoothviz.compress.layer_inputs import reference_inputs
 from smoothviz.compress.surgery import bias_readers, cut_group
 from smoothviz.compress.targets import renamed_keyword
 
@@ -147,7 +148,8 @@ def _corrected(
 class IDFactors(Mapping):
     """Pivoted QRs of every group of a model, by group name; build with
     :func:`interpolative_factors`. Also keeps the statistics (for bias compensation) and the
-    calibration inputs (for the sequential variant)."""
+    calibration inputs (for the sequential variant); ``cache`` holds what later calls derive
+    from them once (the original model's layer inputs the corrected variant compares with)."""
 
     def __init__(
         self,
@@ -170,6 +172,7 @@ class IDFactors(Mapping):
         self.compensate = compensate
         self.residual = residual
         self.batch_size = batch_size
+        self.cache: dict = {}
 
     def __getitem__(self, name: str) -> GroupQR:
         return self._qrs[name]
@@ -335,13 +338,21 @@ def interpolative_compress(
     )
     new = copy.deepcopy(model)
     kept = {}
+    reference = None
+    if variant == "corrected" and kept_n:  # the original's side, recorded once per factors
+        reference = reference_inputs(factors.cache, model, factors.calibration, factors.batch_size)
     for name, g in groups.items():  # graph order: earlier groups first
         if name not in kept_n:
             continue
         target = None
         if variant == "corrected":
             paired = paired_statistics(
-                model, new, factors.calibration, g, batch_size=factors.batch_size
+                model,
+                new,
+                factors.calibration,
+                g,
+                batch_size=factors.batch_size,
+                reference=reference,
             )
             s, mix = _corrected(g, paired, kept_n[name], compensate)
             means, target = paired.tap_means, paired.tap_means_original

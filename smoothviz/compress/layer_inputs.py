@@ -13,18 +13,27 @@ Every data-aware method looks at the inputs of some ``Conv2d``/``Linear`` layers
 Both see a conv's input through the same geometry: :func:`conv_padding` (numeric, ``"same"`` and
 ``"valid"`` paddings), :func:`pad_input` (every padding mode) and :func:`kernel_taps` (the strided
 slice of the padded input under each kernel tap).
+
+The sequential methods compare a partially compressed model with the original on the same
+calibration batches, once per layer or group and once per target. The original's side of every
+such pass is the same each time, so :class:`ReferenceInputs` records it once (every Conv2d/Linear
+input on every batch, kept while it fits a memory budget) and :func:`reference_inputs` keeps it in
+a factor object's cache: a second target then runs only the compressed model (ours; the numbers
+are the very same floats a new forward pass of the original gives, so the results are
+bit-identical).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smoothviz.compress.calibration import run_calibration
+from smoothviz.compress.calibration import fingerprint, run_calibration
 from smoothviz.layers import matrix_view
 
 
@@ -242,9 +251,14 @@ def paired_layer_inputs(
     name: str,
     calibration: torch.Tensor,
     batch_size: int,
+    reference: ReferenceInputs | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
     """Per batch, the input rows of layer ``name`` in ``original`` and in ``current``, and the
-    batch's image count (forward passes stop at the layer; both models must be in eval mode)."""
+    batch's image count (forward passes stop at the layer; both models must be in eval mode).
+
+    ``reference``: the original's inputs recorded before (:func:`reference_inputs`, for these
+    calibration batches); where it holds layer ``name`` the original is not run.
+    """
     captured: dict[str, torch.Tensor] = {}
 
     def grab(key: str):
@@ -254,16 +268,20 @@ def paired_layer_inputs(
 
         return hook
 
-    handles = [
-        original.get_submodule(name).register_forward_pre_hook(grab("x")),
-        current.get_submodule(name).register_forward_pre_hook(grab("x_hat")),
-    ]
+    recorded = reference is not None and name in reference
+    models = (current,) if recorded else (original, current)
+    handles = [current.get_submodule(name).register_forward_pre_hook(grab("x_hat"))]
+    if not recorded:
+        handles.append(original.get_submodule(name).register_forward_pre_hook(grab("x")))
+    module = original.get_submodule(name)
     device = next(original.parameters()).device
     try:
         with torch.no_grad():
-            for start in range(0, len(calibration), batch_size):
+            for i, start in enumerate(range(0, len(calibration), batch_size)):
                 xb = calibration[start : start + batch_size].to(device)
-                for model in (original, current):
+                if recorded:
+                    captured["x"] = input_rows(module, reference.batch(name, i)).float()
+                for model in models:
                     try:
                         model(xb)
                     except _Stop:
@@ -272,3 +290,140 @@ def paired_layer_inputs(
     finally:
         for h in handles:
             h.remove()
+
+
+# --------------------------------------------------------------------- the original's inputs
+REFERENCE_MAX_BYTES = 2**30  # default memory budget of ReferenceInputs (1 GiB)
+REFERENCE_ENV = "SMOOTHVIZ_REFERENCE_MB"  # overrides the budget, in MiB (0: never record)
+
+
+def reference_budget() -> int:
+    """The memory budget of :class:`ReferenceInputs` in bytes: ``$SMOOTHVIZ_REFERENCE_MB`` MiB
+    when set (``0`` switches the recording off), else :data:`REFERENCE_MAX_BYTES`."""
+    text = os.environ.get(REFERENCE_ENV, "").strip()
+    if not text:
+        return REFERENCE_MAX_BYTES
+    try:
+        mib = float(text)
+    except ValueError:
+        raise ValueError(
+            f"${REFERENCE_ENV} must be a number of MiB (0: off), got {text!r}"
+        ) from None
+    if mib < 0:
+        raise ValueError(f"${REFERENCE_ENV} must be >= 0 MiB, got {text!r}")
+    return int(mib * 2**20)
+
+
+class _TooLarge(Exception):
+    """Raised between calibration batches when the recorded inputs would exceed the budget."""
+
+
+class ReferenceInputs:
+    """The input of every Conv2d/Linear of a model on every calibration batch, recorded once.
+
+    Build with :meth:`record` (or :func:`reference_inputs`, which caches it). ``batch(name, i)``
+    is the tensor layer ``name`` received on batch ``i`` (``calibration[i*batch_size : ...]``),
+    exactly as a new forward pass would give it. Layers called more than once per forward pass
+    are not recorded (``name in reference`` is False for them: callers run the model instead).
+    """
+
+    def __init__(self, inputs: dict[str, list[torch.Tensor]], batch_size: int, images: int) -> None:
+        self._inputs = inputs
+        self.batch_size = batch_size
+        self.images = images
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._inputs
+
+    def batch(self, name: str, index: int) -> torch.Tensor:
+        """The input layer ``name`` received on calibration batch ``index``."""
+        return self._inputs[name][index]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the recorded tensors."""
+        return sum(t.numel() * t.element_size() for ts in self._inputs.values() for t in ts)
+
+    @classmethod
+    def record(
+        cls,
+        model: nn.Module,
+        calibration: torch.Tensor,
+        batch_size: int,
+        *,
+        max_bytes: int | None = None,
+    ) -> ReferenceInputs | None:
+        """One forward pass of ``model`` (eval mode, no gradient) over ``calibration`` in batches,
+        keeping every Conv2d/Linear input; ``None`` when they would not fit ``max_bytes``
+        (default :func:`reference_budget`), which is found after the first batch."""
+        limit = reference_budget() if max_bytes is None else int(max_bytes)
+        if limit <= 0:
+            return None
+        names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        inputs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        calls: dict[str, int] = {}
+        repeated: set[str] = set()
+        batches = -(-len(calibration) // batch_size)
+
+        def pre(name: str):
+            def hook(module: nn.Module, args: tuple) -> None:
+                calls[name] = calls.get(name, 0) + 1
+                if calls[name] == 1:  # a copy: a later in-place op must not change it
+                    inputs[name].append(args[0].detach().clone())
+
+            return hook
+
+        def size() -> int:
+            return sum(t.numel() * t.element_size() for ts in inputs.values() for t in ts)
+
+        def before_batch() -> None:
+            repeated.update(n for n, c in calls.items() if c > 1)
+            first = bool(calls) and all(len(ts) <= 1 for ts in inputs.values())
+            if first and size() * batches > limit:  # after the first batch: all would not fit
+                raise _TooLarge
+            calls.clear()
+
+        handles = [model.get_submodule(n).register_forward_pre_hook(pre(n)) for n in names]
+        try:
+            run_calibration(model, calibration, handles, batch_size, before_batch=before_batch)
+        except _TooLarge:
+            return None
+        repeated.update(n for n, c in calls.items() if c > 1)
+        if size() > limit:
+            return None
+        kept = {n: ts for n, ts in inputs.items() if len(ts) == batches and n not in repeated}
+        return cls(kept, batch_size, len(calibration))
+
+
+def reference_key(calibration: torch.Tensor, batch_size: int) -> tuple[str, str, int]:
+    """The cache key of the :class:`ReferenceInputs` of a calibration batch and batch size."""
+    return ("reference_inputs", fingerprint(calibration), int(batch_size))
+
+
+def reference_inputs(
+    store: MutableMapping,
+    model: nn.Module,
+    calibration: torch.Tensor,
+    batch_size: int,
+) -> ReferenceInputs | None:
+    """The :class:`ReferenceInputs` of ``model`` on ``calibration`` in batches of ``batch_size``,
+    recorded on the first call and kept in ``store`` (a factor object's ``cache``; the factors
+    belong to one model, as they are when made). ``None`` when they do not fit the budget."""
+    key = reference_key(calibration, batch_size)
+    if key not in store:
+        store[key] = ReferenceInputs.record(model, calibration, batch_size)
+    return store[key]
+
+
+def share_reference_inputs(stores: Sequence[MutableMapping]) -> None:
+    """Make every store hold the :class:`ReferenceInputs` any of them holds (the factor caches of
+    several methods on one model and calibration set: one recording serves them all)."""
+    found = {
+        k: v
+        for store in stores
+        for k, v in store.items()
+        if isinstance(k, tuple) and k[:1] == ("reference_inputs",)
+    }
+    for store in stores:
+        for key, value in found.items():
+            store.setdefault(key, value)

@@ -30,7 +30,6 @@ Any structured method can use it: describe the groups, give candidate sizes (e.g
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -41,6 +40,7 @@ from torch import nn
 
 from smoothviz._validation import is_int
 from smoothviz.compress.calibration import check_calibration
+from smoothviz.compress.calibration import fingerprint as fingerprint  # moved; importable here
 
 DEFAULT_FRACTIONS = (1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8)
 DEFAULT_IMAGES = 256  # calibration images per sensitivity forward pass
@@ -60,13 +60,6 @@ def candidate_sizes(
     sizes = {min(top, max(1, round(f * max_size))) for f in fractions}
     sizes.add(top)
     return sorted(sizes)
-
-
-def fingerprint(x: torch.Tensor) -> str:
-    """A short hash of a tensor's shape, dtype and values (the cache key of a calibration batch)."""
-    h = hashlib.sha1(f"{tuple(x.shape)}{x.dtype}".encode())
-    h.update(x.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _log_probs(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -100,7 +100,7 @@ def mean_contribution(w: torch.Tensor, tap_mean: torch.Tensor) -> torch.Tensor:
     return torch.einsum("oct,ct->o", w.double().reshape(w.shape[0], c, -1), tap_mean.reshape(c, -1))
 
 
-def _fold_shift(model: nn.Module, reader: Reader, shift: torch.Tensor) -> None:
+def fold_shift(model: nn.Module, reader: Reader, shift: torch.Tensor) -> None:
     """Add ``shift`` (per output) to the reader's output: via its BN's running mean, else its bias."""
     m = model.get_submodule(reader.name)
     if m.bias is None and reader.norm is not None:
@@ -165,7 +165,7 @@ def cut_group(
                 mean = tap_means[reader.name].to(dev)
                 goal = mean if target_means is None else target_means[reader.name].to(dev)
                 shift = mean_contribution(w, goal) - mean_contribution(new_w, mean[idx])
-                _fold_shift(model, reader, shift)
+                fold_shift(model, reader, shift)
             m.weight = nn.Parameter(new_w.contiguous(), requires_grad=m.weight.requires_grad)
             if isinstance(m, nn.Conv2d):
                 m.in_channels = len(idx)

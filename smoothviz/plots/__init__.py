@@ -8,10 +8,12 @@ helpers: one Axes per layer, each drawn by :func:`plot_spectra` / :func:`plot_we
 Module map: ``layers.py`` (per-layer pictures of a model: weights, spectra, roughness, and what
 the explorers draw: one spectrum with its rank, kept ranks, kept weights), ``results.py`` (accuracy
 against parameter reduction, the regulariser-weight sweep, training histories), ``common.py``
-(column labels and checks).
+(column labels and checks), ``frontier.py`` (the trained-small frontier, a grey reference line
+under the compression results).
 """
 
 from smoothviz.plots.common import Y_LABELS
+from smoothviz.plots.frontier import plot_frontier
 from smoothviz.plots.layers import (
     DENSE_COLOR,
     FACTORIZED_COLOR,
@@ -39,6 +41,7 @@ __all__ = [
     "PRUNED_COLOR",
     "Y_LABELS",
     "lambda_sweep_grid",
+    "plot_frontier",
     "plot_history",
     "plot_kept_ranks",
     "plot_kept_weights",

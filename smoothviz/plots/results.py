@@ -17,6 +17,7 @@ from matplotlib.ticker import PercentFormatter
 
 from smoothviz._validation import check_number
 from smoothviz.plots.common import Y_LABELS, axes_or_new, require_columns
+from smoothviz.plots.frontier import frontier_lines, params_reference, plot_frontier
 from smoothviz.stats import t_interval
 
 
@@ -154,6 +155,7 @@ def tradeoff_grid(
     chance: float | None = None,
     ncols: int = 3,
     size: float = 3.3,
+    frontier: pd.DataFrame | None = None,
 ) -> Figure:
     """One panel per method: accuracy vs parameters removed, one colour per training.
 
@@ -164,7 +166,9 @@ def tradeoff_grid(
     it). With several seeds (column ``seed``) each line is the mean over seeds and its band the
     95 % Student-t interval of that mean (our own t interval, the one the report's tables give,
     not seaborn's bootstrap). Every panel carries each training's uncompressed accuracy (dotted,
-    in its colour, labelled at its end) and, when given, the chance level.
+    in its colour, labelled at its end) and, when given, the chance level and the trained-small
+    ``frontier`` (grey, at its own parameter reduction, in the legend:
+    :func:`~smoothviz.plots.frontier.plot_frontier`).
     """
     require_columns(results, ["method", "training", "test_acc"], "tradeoff_grid")
     x = "target_reduction" if "target_reduction" in results.columns else "param_reduction"
@@ -176,6 +180,9 @@ def tradeoff_grid(
     trainings = list(dict.fromkeys(results["training"]))
     palette = dict(zip(trainings, sns.color_palette(n_colors=len(trainings))))
     n_seeds = _n_seeds(results)
+    uncompressed = params_reference(results)
+    if frontier is not None and uncompressed is None:
+        raise ValueError("tradeoff_grid: a frontier needs the results' params_uncompressed column")
     values = {"test_acc": "plain"}
     if (
         "test_acc_bn_reestimated" in results.columns
@@ -213,6 +220,8 @@ def tradeoff_grid(
             ax=ax,
         )
         _reference_lines(ax, results[results["method"] == method], colours=palette, chance=chance)
+        if frontier is not None:  # the trained-small reference, at its own reduction on the same x
+            plot_frontier(frontier, params_uncompressed=uncompressed, ax=ax)
         _percent_axis(ax, targets)
         ax.set_title(method)
         ax.set_xlabel("parameters removed (target)" if targets else "parameters removed")
@@ -220,6 +229,8 @@ def tradeoff_grid(
         if ax is axes.flat[0]:  # the same trainings and styles in every panel: one legend
             legend = ax.get_legend()
             handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
+            handles += frontier_lines(ax)  # the same in every panel, not horizontal: the legend
+            labels += [line.get_label() for line in frontier_lines(ax)]
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     for ax in axes.flat[len(methods) :]:
