@@ -45,13 +45,40 @@ class ReportResult:
     points: list[GridPoint]
 
 
-def _export_html(ipynb: Path, target: Path) -> None:
-    import nbformat
+# nbconvert's lab page without the scripts it fetches from CDNs, none of which these pages need:
+# their text has no LaTeX (MathJax) or diagrams (mermaid), and no widget runs without a kernel
+# (require.js, the widget manager). A widget's output becomes one line saying so; the static
+# figure each notebook draws below it is the record.
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{% block html_head_js_requirejs %}{% endblock html_head_js_requirejs %}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block html_head_js_mathjax %}{% endblock html_head_js_mathjax %}
+{% block html_head_js_mermaidjs %}{% endblock html_head_js_mermaidjs %}
+{% block data_widget_view %}<div class="jp-OutputArea-output smoothviz-widget-note"><p><em>An
+interactive widget: it runs in a live notebook only, so this page loads no widget scripts; the
+static figure below shows its state.</em></p></div>{% endblock data_widget_view %}
+"""
+
+
+def offline_html_exporter():
+    """nbconvert's HTML exporter for report pages that open offline: no input cells, and no
+    script fetched from the internet (no MathJax, mermaid, require.js or widget manager)."""
+    import jinja2
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(
-        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    return HTMLExporter(
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        extra_loaders=[jinja2.DictLoader({"smoothviz_offline.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="smoothviz_offline.html.j2",
     )
+
+
+def _export_html(ipynb: Path, target: Path) -> None:
+    import nbformat
+
+    exporter = offline_html_exporter()
     body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
     atomic_write_text(target, body)
 
