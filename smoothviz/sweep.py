@@ -1,6 +1,6 @@
 """Compress several trained models with several methods at several budgets; one tidy table out.
 
-One row per ``(training, method, target_reduction)``, evaluated under the protocol of design.md:
+One row per ``(training, method, target_reduction)``, every one evaluated under one protocol:
 test accuracy straight after compression (no gradient step), BatchNorm re-estimation on training
 images as its own column, every parameter counted (non-zeros for magnitude pruning), FLOPs from
 ``torch.utils.flop_counter``, measured latency with the device named. The expensive per-model
