@@ -25,8 +25,8 @@ INTRO = {
     "01_train": (
         "Trains the two models every other notebook compares: a **baseline** (no penalty) and a "
         "**smooth** model (first/second-order smoothness and/or nuclear-norm penalties on the "
-        "weights, design.md). Both are cached by their config, so the later notebooks load them "
-        "instantly."
+        "weights, defined in `docs/methods.md`). Both are cached by their config, so the later "
+        "notebooks load them instantly."
     ),
     "02_smoothness": (
         "How smooth are the weights along the channel axes? Heatmaps of each chosen layer's matrix "
@@ -34,9 +34,11 @@ INTRO = {
         "(1 is what white-noise weights give, 0 is constant along the axis)."
     ),
     "03_spectra": (
-        "Singular-value spectra of every compressible layer, both trainings overlaid, and the "
+        "Singular-value spectra of the compressible layers, both trainings overlaid, and the "
         "energy kept at each rank. Dashed lines mark the ranks that a whole-network SVD budget of "
-        "`param_reduction` picks in each training."
+        "`param_reduction` picks in each training. The figures show the `spectra_layers` layers "
+        "where that budget removes the most parameters (`spectra_layers=None`: every layer); "
+        "the tables list every layer."
     ),
     "04_tradeoff": (
         "Accuracy **without fine-tuning** against the fraction of parameters removed, for every "
@@ -44,10 +46,13 @@ INTRO = {
         "(the report's landing page) is computed from this notebook's sweep."
     ),
     "05_explore": (
-        "Interactive: move the sliders to choose SVD ranks or a pruning ratio and watch the test "
-        "accuracy and parameter count. While a slider moves, accuracy is measured on "
-        "`drag_subset` test images; when it stops, on the full test set. Below each explorer a "
-        "static figure shows the default choice, so the batch report is complete without widgets."
+        "Choose SVD ranks or a pruning ratio and see test accuracy, parameters and FLOPs. **In a "
+        "live notebook** (JupyterLab, Jupyter Notebook) each explorer has sliders: while one "
+        "moves, accuracy is estimated on `drag_subset` test images (marked *estimate*, with its "
+        "95 % interval), and once it stops, measured on the full test set; the **Save** button "
+        "writes the chosen compressed model into `save_dir`. **In the HTML report** there are no "
+        "sliders: the static figure and table below each explorer show its default choice, and "
+        "the last section saves the SVD explorer's choice into the report's folder."
     ),
 }
 
@@ -146,10 +151,18 @@ spectra = singular_spectra(models)""",
             """ranks = chosen_ranks(models, params.param_reduction)
 ranks""",
         ),
-        ("markdown", "## Normalised singular values (log scale)"),
-        ("code", "spectra_grid(spectra, ranks=ranks);"),
+        (
+            "markdown",
+            "## Normalised singular values (log scale)\n\n"
+            "The layers where the budget removes the most parameters (`spectra_layers`).",
+        ),
+        (
+            "code",
+            """layers = params.layers_to_draw(models, ranks)
+spectra_grid(spectra, ranks=ranks, layers=layers);""",
+        ),
         ("markdown", "## Energy kept at each rank"),
-        ("code", 'spectra_grid(spectra, y="cumulative_energy", ranks=ranks);'),
+        ("code", 'spectra_grid(spectra, y="cumulative_energy", ranks=ranks, layers=layers);'),
     ],
     "04_tradeoff": [
         (
@@ -211,7 +224,10 @@ print(headline_sentence(headline))""",
     "05_explore": [
         (
             "code",
-            """from smoothviz.notebook_params import ExploreParams
+            """from pathlib import Path
+
+from smoothviz import count_params, load_compressed, save_compressed
+from smoothviz.notebook_params import ExploreParams
 from smoothviz.widgets import PruneExplorer, RankExplorer
 
 params = ExploreParams.from_notebook(globals())
@@ -221,28 +237,56 @@ params""",
             "code",
             """runs = params.train_runs()
 models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
-data = params.load_data()""",
+data = params.load_data()
+arch = params.architecture(data)  # what load_compressed needs to rebuild a saved model""",
         ),
         ("markdown", "## SVD ranks"),
         (
             "code",
             """explorer = RankExplorer(models, data, param_reduction=params.param_reduction,
-                        drag_subset=params.drag_subset, seed=params.seed)
+                        drag_subset=params.drag_subset, seed=params.seed,
+                        arch=arch, save_dir=params.save_dir)
 explorer""",
         ),
-        ("markdown", "Static figure of the default choice (what the batch report shows):"),
+        (
+            "markdown",
+            "Static figure of the choice when this cell ran (the default choice in the report):",
+        ),
         ("code", "explorer.snapshot()"),
         ("code", "explorer.summary()"),
         ("markdown", "## Pruning"),
         (
             "code",
             """pruner = PruneExplorer(models, data, param_reduction=params.prune_ratio,
-                       drag_subset=params.drag_subset, seed=params.seed)
+                       drag_subset=params.drag_subset, seed=params.seed,
+                       arch=arch, save_dir=params.save_dir)
 pruner""",
         ),
-        ("markdown", "Static figure of the default choice:"),
+        ("markdown", "Static figure of the choice when this cell ran:"),
         ("code", "pruner.snapshot()"),
         ("code", "pruner.summary()"),
+        (
+            "markdown",
+            "## Take the chosen model away\n\n"
+            "`explorer.compressed_model()` is the compressed model of the explorer's current "
+            "choice; `save_compressed` writes it (the weights, and a JSON file describing its "
+            "structure) and `load_compressed` rebuilds it, weights loaded with "
+            "`weights_only=True`. `explorer.save(path)` does the same and writes "
+            "`explorer.settings()` beside it; in a live notebook the **Save** button under each "
+            "explorer does that into `save_dir`.",
+        ),
+        (
+            "code",
+            """small = explorer.compressed_model()
+path = save_compressed(small, Path(params.save_dir) / "rank_explorer_choice.pt", arch=arch,
+                       metadata=explorer.settings())
+path""",
+        ),
+        (
+            "code",
+            """reloaded = load_compressed(path)
+count_params(reloaded), explorer.last["params"]""",
+        ),
     ],
 }
 

@@ -193,6 +193,18 @@ class NotebookParams(Validated):
             name: train(cfg, progress=progress) for name, cfg in self.training_configs().items()
         }
 
+    def architecture(self, data) -> dict[str, Any]:
+        """The trained models' :func:`~smoothviz.models.build_model` arguments on ``data``: what
+        ``save_compressed(..., arch=...)`` records so that ``load_compressed`` rebuilds a saved
+        model without the uncompressed one."""
+        return {
+            "name": self.model,
+            "in_channels": data.in_channels,
+            "num_classes": data.num_classes,
+            "width": self.width,
+            "image_size": data.image_size,
+        }
+
     def load_data(self):
         """The dataset on the CPU, test split cut to ``eval_subset`` (seeded) when set."""
         from smoothviz.data import load_dataset
@@ -251,10 +263,27 @@ class SpectraParams(NotebookParams):
     param_reduction: float = _help(
         "global SVD parameter reduction whose per-layer ranks are marked", default=0.5
     )
+    spectra_layers: int | None = _help(
+        "draw the spectra of this many layers, those the SVD budget cuts most (None: every layer)",
+        default=6,
+    )
 
     def validate(self) -> None:
         super().validate()
         _check_fraction("param_reduction", self.param_reduction)
+        if self.spectra_layers is not None and self.spectra_layers < 1:
+            raise ConfigError(
+                "notebook parameter 'spectra_layers' must be None or >= 1, "
+                f"got {self.spectra_layers!r}"
+            )
+
+    def layers_to_draw(self, models, ranks) -> list[str]:
+        """The ``spectra_layers`` layers where ``ranks`` (a :func:`~smoothviz.analysis.chosen_ranks`
+        frame of ``models``) remove the most parameters, in the network's order; every layer when
+        it is None."""
+        from smoothviz.analysis import layers_cut_most
+
+        return layers_cut_most(models, ranks, self.spectra_layers)
 
 
 @dataclass(frozen=True)
@@ -310,6 +339,11 @@ class ExploreParams(NotebookParams):
     param_reduction: float = _help("initial global parameter reduction of the SVD", default=0.5)
     prune_ratio: float = _help("initial pruning ratio", default=0.5)
     drag_subset: int = _help("test images evaluated while a slider moves", default=500)
+    save_dir: str = _help(
+        "folder the Save buttons and the save cell write into (relative: the notebook's folder, "
+        "in a report the grid point's folder)",
+        default="compressed_models",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -319,6 +353,8 @@ class ExploreParams(NotebookParams):
             raise ConfigError(
                 f"notebook parameter 'drag_subset' must be >= 1, got {self.drag_subset!r}"
             )
+        if not self.save_dir.strip():
+            raise ConfigError("notebook parameter 'save_dir' must be a non-empty folder path")
 
 
 NOTEBOOKS: dict[str, type[NotebookParams]] = {
