@@ -268,6 +268,7 @@ class Explorer:
                     metrics = done.value
                     break
                 bar.update(round(fraction * n) - bar.n)
+            bar.update(n - bar.n)  # the last batch yields nothing; a full bar closes cleanly
         result = self._record(metrics, params, full)
         if warm:
             self._seconds_per_image["full" if full else "drag"] = (time.monotonic() - start) / n
