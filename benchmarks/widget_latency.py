@@ -100,7 +100,7 @@ def load_before(ref: str) -> types.ModuleType:
 def setup(name: str) -> dict[str, Any]:
     """Models, data and explorer arguments of one set-up (as the notebook builds them)."""
     params = ExploreParams()
-    common = {"drag_subset": params.drag_subset, "seed": params.seed}
+    common = {"drag_subset": params.drag_subset, "seed": params.seeds[0]}
     if name == "default":
         runs = params.train_runs()
         models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}

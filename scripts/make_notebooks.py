@@ -25,8 +25,9 @@ INTRO = {
     "01_train": (
         "Trains the two models every other notebook compares: a **baseline** (no penalty) and a "
         "**smooth** model (first/second-order smoothness and/or nuclear-norm penalties on the "
-        "weights, defined in `docs/methods.md`). Both are cached by their config, so the later "
-        "notebooks load them instantly."
+        "weights, defined in `docs/methods.md`), at every seed of `seeds`. Both are cached by "
+        "their config, so the later notebooks load them instantly; 02, 03 and 05 show the first "
+        "seed's, 04 compares every seed's."
     ),
     "02_smoothness": (
         "How smooth are the weights along the channel axes? Heatmaps of each chosen layer's matrix "
@@ -42,8 +43,9 @@ INTRO = {
     ),
     "04_tradeoff": (
         "Accuracy **without fine-tuning** against the fraction of parameters removed, for every "
-        "compression method and both trainings, with parameters, FLOPs and latency. The headline "
-        "(the report's landing page) is computed from this notebook's sweep."
+        "compression method and both trainings at every seed, with parameters, FLOPs and latency. "
+        "The headline (the report's landing page) is computed from this notebook's sweep: smooth "
+        "minus baseline paired by seed, with its 95 % interval."
     ),
     "05_explore": (
         "Choose SVD ranks or a pruning ratio and see test accuracy, parameters and FLOPs. **In a "
@@ -67,21 +69,21 @@ BODY = {
             "code",
             """import matplotlib.pyplot as plt
 
-from smoothviz.analysis import final_metrics, training_histories
+from smoothviz.analysis import final_metrics, seed_histories
 from smoothviz.notebook_params import TrainParams
 from smoothviz.plots import plot_history
 
 params = TrainParams.from_notebook(globals())
 params""",
         ),
-        ("markdown", "## Train (or load from the cache)"),
+        ("markdown", "## Train (or load from the cache), at every seed"),
         (
             "code",
-            """runs = params.train_runs(progress=True)
-histories = training_histories(runs)
+            """runs = params.train_seed_runs(progress=True)
+histories = seed_histories(runs)
 final_metrics(histories)""",
         ),
-        ("markdown", "## Training curves"),
+        ("markdown", "## Training curves (with several seeds: the mean and its 95 % band)"),
         (
             "code",
             """fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
@@ -167,45 +169,51 @@ spectra_grid(spectra, ranks=ranks, layers=layers);""",
     "04_tradeoff": [
         (
             "code",
-            """from smoothviz.analysis import load_lambda_sweep, tradeoff_table
-from smoothviz.headline import best_methods, headline_sentence, headline_table, save_results
+            """from smoothviz.analysis import load_lambda_sweep
+from smoothviz.headline import best_methods, headline_sentence, headline_table, load_seed_spread
 from smoothviz.notebook_params import TradeoffParams
 from smoothviz.plots import lambda_sweep_grid, tradeoff_grid
-from smoothviz.sweep import sweep
+from smoothviz.results_file import save_results
+from smoothviz.sweep import sweep_seeds
+from smoothviz.tables import differences_summary, tradeoff_summary
 
 params = TradeoffParams.from_notebook(globals())
 params""",
         ),
         (
             "code",
-            """runs = params.train_runs()
-models = {"baseline": runs["baseline"].model, "smooth": runs["smooth"].model}
+            """models = params.seed_models()  # {seed: {"baseline": model, "smooth": model}}
 data = params.load_data()""",
         ),
-        ("markdown", "## Compress every model with every method at every target"),
+        ("markdown", "## Compress every model of every seed with every method at every target"),
         (
             "code",
-            """results = sweep(models, params.method_list, params.reductions, data,
-                bn_reestimate=params.bn_reestimate, bn_images=1024, latency_repeats=5,
-                progress=False)
+            """results = sweep_seeds(models, params.method_list, params.reductions, data,
+                      **params.sweep_options())
 save_results(results, data);  # tradeoff.csv: the report's landing page reads its headline from it""",
         ),
         ("markdown", "## Headline"),
         (
             "code",
-            """headline = headline_table(results)
-print(headline_sentence(headline))""",
+            """spread = load_seed_spread(params.training_configs(), data.name, len(data.y_test))
+print(headline_sentence(results, spread=spread))""",
         ),
-        ("markdown", "Best method of each training at each target (plain accuracy):"),
-        ("code", "best_methods(headline)"),
+        ("code", "differences_summary(results)"),
         (
             "markdown",
-            "## Accuracy vs parameter reduction (no fine-tuning)\n\n"
-            "Dotted lines: each training's uncompressed accuracy; dash-dot: chance level.",
+            "Best method of each training at each target (plain accuracy, mean over seeds):",
+        ),
+        ("code", "best_methods(headline_table(results))"),
+        (
+            "markdown",
+            "## Accuracy vs parameters removed (no fine-tuning)\n\n"
+            "Dotted lines: each training's uncompressed accuracy; dash-dot: chance level. With "
+            "several seeds, each line is the mean over seeds and its band the 95 % Student-t "
+            "interval of that mean.",
         ),
         ("code", "tradeoff_grid(results, chance=1 / data.num_classes);"),
-        ("markdown", "## Parameters, FLOPs, latency and accuracy"),
-        ("code", "tradeoff_table(results)"),
+        ("markdown", "## Parameters, FLOPs, latency and accuracy, smooth beside baseline"),
+        ("code", "tradeoff_summary(results)"),
         (
             "markdown",
             "## How the regulariser weight was chosen\n\n"
@@ -244,7 +252,7 @@ arch = params.architecture(data)  # what load_compressed needs to rebuild a save
         (
             "code",
             """explorer = RankExplorer(models, data, param_reduction=params.param_reduction,
-                        drag_subset=params.drag_subset, seed=params.seed,
+                        drag_subset=params.drag_subset, seed=params.seeds[0],
                         arch=arch, save_dir=params.save_dir)
 explorer""",
         ),
@@ -258,7 +266,7 @@ explorer""",
         (
             "code",
             """pruner = PruneExplorer(models, data, param_reduction=params.prune_ratio,
-                       drag_subset=params.drag_subset, seed=params.seed,
+                       drag_subset=params.drag_subset, seed=params.seeds[0],
                        arch=arch, save_dir=params.save_dir)
 pruner""",
         ),

@@ -228,16 +228,36 @@ def training_histories(histories: Mapping[str, Any]) -> pd.DataFrame:
     return out[["training"] + [c for c in out.columns if c != "training"]]
 
 
+def seed_histories(runs: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`training_histories` of every seed's runs, with a ``seed`` column.
+
+    ``runs`` is ``{seed: {training_name: run or history}}`` (what
+    ``NotebookParams.train_seed_runs`` returns).
+    """
+    if not isinstance(runs, Mapping) or not runs:
+        raise TypeError("runs must be a non-empty mapping seed -> {training_name: run}")
+    frames = [training_histories(r).assign(seed=s) for s, r in runs.items()]
+    out = pd.concat(frames, ignore_index=True)
+    return out[["training", "seed"] + [c for c in out.columns if c not in ("training", "seed")]]
+
+
 def final_metrics(
     histories: pd.DataFrame, columns: Sequence[str] = ("test_acc", "test_loss")
 ) -> pd.DataFrame:
-    """Last epoch of each training in a :func:`training_histories` frame (with total ``seconds``)."""
-    last = histories.sort_values("epoch").groupby("training", sort=False).tail(1)
-    keep = ["training", "epoch"] + [c for c in columns if c in last.columns]
+    """Last epoch of each training (and seed, when there is a ``seed`` column) in a
+    :func:`training_histories` frame (with total ``seconds``)."""
+    keys = ["training"] + (["seed"] if "seed" in histories.columns else [])
+    last = histories.sort_values("epoch").groupby(keys, sort=False).tail(1)
+    keep = keys + ["epoch"] + [c for c in columns if c in last.columns]
     out = last[keep].reset_index(drop=True)
+    if len(keys) > 1:  # trainings in their order of appearance, seeds ascending within each
+        order = {v: i for i, v in enumerate(dict.fromkeys(histories["training"]))}
+        out = out.sort_values(
+            keys, key=lambda c: c.map(order) if c.name == "training" else c, kind="stable"
+        ).reset_index(drop=True)
     if "seconds" in histories.columns:
-        total = histories.groupby("training", sort=False)["seconds"].sum()
-        out["train_seconds"] = out["training"].map(total)
+        total = histories.groupby(keys, sort=False)["seconds"].sum().rename("train_seconds")
+        out = out.join(total, on=keys)
     return out
 
 

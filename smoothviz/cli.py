@@ -34,6 +34,19 @@ def _parse_optional(inner):
     return parse
 
 
+def _parse_seed_count(text: str) -> int:
+    """``--seeds N``: a whole number of seeds >= 1 (the seeds 0..N-1)."""
+    try:
+        n = int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of seeds >= 1 (seeds 0..N-1), got {text!r}"
+        ) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (seeds 0..N-1), got {n}")
+    return n
+
+
 def _parse_layers(text: str):
     if text.strip().lower() == "none":
         return None
@@ -158,6 +171,14 @@ def _add_report_parser(sub: Any) -> None:
         metavar="NAME=V1,V2,...",
         help="run every combination of these values (repeatable)",
     )
+    p.add_argument(
+        "--seeds",
+        type=_parse_seed_count,
+        default=None,
+        metavar="N",
+        help="train and compare both models at seeds 0..N-1 and report means with 95 %% "
+        "intervals over seeds (the same as -p seeds=[0,...,N-1]; default: the preset's, one seed)",
+    )
     p.add_argument("--out", default="reports", help="parent folder of the run (default: reports)")
     p.add_argument("--run-id", default=None, help="name of the run folder (default: time-based)")
     p.add_argument(
@@ -189,10 +210,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from smoothviz.report import parse_grid, parse_parameters, run_report
 
     notebooks = [n.strip() for n in args.notebooks.split(",")] if args.notebooks else None
+    parameters, grid = parse_parameters(args.parameters), parse_grid(args.grid)
+    if args.seeds is not None:
+        given = sorted({"seed", "seeds"} & (set(parameters) | set(grid)))
+        if given:
+            raise ConfigError(f"give --seeds or -p/--grid {'/'.join(given)}, not both")
+        parameters["seeds"] = list(range(args.seeds))
+    if "seed" in parameters or "seed" in grid:
+        print(
+            "smoothviz report: warning: the parameter 'seed' is deprecated (it still works for "
+            "one release, as seeds=[N]); use --seeds N or -p seeds=[...]",
+            file=sys.stderr,
+        )
     result = run_report(
         args.preset,
-        parse_parameters(args.parameters),
-        parse_grid(args.grid),
+        parameters,
+        grid,
         out_dir=args.out,
         notebooks=notebooks,
         run_id=args.run_id,

@@ -61,7 +61,8 @@ def evaluate(
     split: str = "test",
     batch_size: int = 500,
     autocast: bool = False,
-) -> dict[str, float]:
+    per_image: bool = False,
+) -> dict[str, Any]:
     """Accuracy and mean cross-entropy of ``model`` on a split, in eval mode, without gradients.
 
     Parameters
@@ -76,11 +77,14 @@ def evaluate(
         Images per forward pass.
     autocast
         Run the forward passes under bf16 autocast (what training does on CUDA).
+    per_image
+        Also return ``"correct"``: a bool tensor (on the CPU), one entry per image, True where
+        the model's prediction is right (what a paired interval between two models needs).
 
     Returns
     -------
     dict
-        ``{"accuracy": fraction correct, "loss": mean cross-entropy}``.
+        ``{"accuracy": fraction correct, "loss": mean cross-entropy}`` (and ``"correct"``).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     x, y = _split(data, split)
@@ -90,6 +94,7 @@ def evaluate(
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     loss = torch.zeros((), dtype=torch.float64, device=device)
+    hits = []
     try:
         with torch.no_grad():
             for start in range(0, len(y), batch_size):
@@ -98,11 +103,17 @@ def evaluate(
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     logits = model(xb).float()
                 loss += F.cross_entropy(logits, yb, reduction="sum").double()
-                correct += (logits.argmax(1) == yb).sum()
+                hit = logits.argmax(1) == yb
+                correct += hit.sum()
+                if per_image:
+                    hits.append(hit.cpu())
     finally:
         model.train(was_training)
     n = len(y)
-    return {"accuracy": correct.item() / n, "loss": loss.item() / n}
+    out: dict[str, Any] = {"accuracy": correct.item() / n, "loss": loss.item() / n}
+    if per_image:
+        out["correct"] = torch.cat(hits)
+    return out
 
 
 def count_params(model: nn.Module, *, nonzero: bool | None = None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import types
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -124,11 +125,31 @@ class NotebookParams(Validated):
     )
     second_order: float = _help("smooth training: second-order smoothness weight", default=0.0)
     nuclear: float = _help("smooth training: nuclear-norm weight", default=0.0)
-    seed: int = _help("seed of the training runs and of the subsets", default=0)
+    seeds: tuple[int, ...] = _help(
+        "seeds of the trainings (initialisation and data order), each trained twice (baseline "
+        "and smooth); the first also draws the test subset",
+        default=(0,),
+    )
+    seed: int | None = _help(
+        "deprecated (one release): seed N means seeds [N]; use seeds", default=None
+    )
     device: str = _help("auto | cpu | cuda | mps | cuda:N", default="auto")
 
     def validate(self) -> None:
         """The checks every notebook shares; subclasses call it first, then check their own."""
+        self._map_seed()
+        bad = [s for s in self.seeds if s < 0]
+        if not self.seeds or bad:
+            raise ConfigError(
+                "notebook parameter 'seeds' must be a non-empty list of ints >= 0, got "
+                f"{list(self.seeds)!r}"
+            )
+        twice = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if twice:
+            raise ConfigError(
+                f"notebook parameter 'seeds' lists seed(s) {twice} more than once "
+                f"({list(self.seeds)!r}); give each seed once"
+            )
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -143,6 +164,24 @@ class NotebookParams(Validated):
                 "one must be > 0, or the smooth training equals the baseline"
             )
         self.training_configs()  # TrainConfig's validation names any bad training field
+
+    def _map_seed(self) -> None:
+        """The deprecated ``seed`` N becomes ``seeds`` [N] (and ``seed`` None), with a warning."""
+        if self.seed is None:
+            return
+        if self.seeds not in ((0,), (self.seed,)):
+            raise ConfigError(
+                f"notebook parameters 'seed' ({self.seed!r}, deprecated) and 'seeds' "
+                f"({list(self.seeds)!r}) disagree; give only seeds"
+            )
+        warnings.warn(
+            f"notebook parameter 'seed' is deprecated and will be removed in the next release; "
+            f"seed={self.seed!r} is taken as seeds=[{self.seed!r}] (use seeds, or --seeds N)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        object.__setattr__(self, "seeds", (self.seed,))
+        object.__setattr__(self, "seed", None)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -164,15 +203,16 @@ class NotebookParams(Validated):
         return cls.from_dict(values)
 
     # ----------------------------------------------------------------- what the notebooks use
-    def training_configs(self) -> dict[str, TrainConfig]:
-        """The two trainings compared: ``{"baseline": ..., "smooth": ...}``."""
+    def training_configs(self, seed: int | None = None) -> dict[str, TrainConfig]:
+        """The two trainings compared at ``seed`` (default: the first of ``seeds``):
+        ``{"baseline": ..., "smooth": ...}``."""
         common = dict(
             dataset=self.dataset,
             model=self.model,
             width=self.width,
             epochs=self.epochs,
             train_subset=self.train_subset,
-            seed=self.seed,
+            seed=self.seeds[0] if seed is None else seed,
             device=self.device,
         )
         return {
@@ -185,12 +225,36 @@ class NotebookParams(Validated):
             ),
         }
 
+    def all_training_configs(self) -> list[TrainConfig]:
+        """Every training of every seed (what a cluster can train side by side)."""
+        return [cfg for s in self.seeds for cfg in self.training_configs(s).values()]
+
     def train_runs(self, progress: bool = False) -> dict:
-        """Train (or load from the cache) both trainings: ``{name: TrainedRun}``."""
+        """Train (or load from the cache) both trainings of the first seed: ``{name: TrainedRun}``."""
         from smoothviz.training import train
 
         return {
             name: train(cfg, progress=progress) for name, cfg in self.training_configs().items()
+        }
+
+    def train_seed_runs(self, progress: bool = False) -> dict[int, dict]:
+        """Train (or load) both trainings at every seed: ``{seed: {name: TrainedRun}}``."""
+        from smoothviz.training import train
+
+        return {
+            s: {
+                name: train(cfg, progress=progress)
+                for name, cfg in self.training_configs(s).items()
+            }
+            for s in self.seeds
+        }
+
+    def seed_models(self, progress: bool = False) -> dict[int, dict]:
+        """Both trained models at every seed (trained or loaded): ``{seed: {"baseline": model,
+        "smooth": model}}``, what :func:`smoothviz.sweep.sweep_seeds` takes."""
+        return {
+            s: {name: run.model for name, run in runs.items()}
+            for s, runs in self.train_seed_runs(progress=progress).items()
         }
 
     def architecture(self, data) -> dict[str, Any]:
@@ -206,12 +270,13 @@ class NotebookParams(Validated):
         }
 
     def load_data(self):
-        """The dataset on the CPU, test split cut to ``eval_subset`` (seeded) when set."""
+        """The dataset on the CPU, test split cut to ``eval_subset`` (seeded by the first of
+        ``seeds``) when set: every seed is evaluated on the same test images."""
         from smoothviz.data import load_dataset
 
         data = load_dataset(self.dataset)
         if self.eval_subset is not None and self.eval_subset < len(data.y_test):
-            data = data.subset(n_test=self.eval_subset, seed=self.seed)
+            data = data.subset(n_test=self.eval_subset, seed=self.seeds[0])
         return data
 
 
@@ -322,6 +387,18 @@ class TradeoffParams(NotebookParams):
             raise ConfigError("notebook parameter 'reductions' must be a non-empty list")
         for r in self.reductions:
             _check_fraction("reductions", r)
+
+    def sweep_options(self) -> dict[str, Any]:
+        """The keyword arguments of the notebook's sweep (the benchmarks that measure the main
+        job's sweep use the same): BN re-estimation on 1,024 training images, 5 timed latency
+        runs, per-image correctness kept (the one-seed interval needs it), no progress bar."""
+        return {
+            "bn_reestimate": self.bn_reestimate,
+            "bn_images": 1024,
+            "latency_repeats": 5,
+            "per_image": True,
+            "progress": False,
+        }
 
     @property
     def method_list(self) -> list[str]:

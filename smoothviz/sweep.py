@@ -5,7 +5,11 @@ test accuracy straight after compression (no gradient step), BatchNorm re-estima
 images as its own column, every parameter counted (non-zeros for magnitude pruning), FLOPs from
 ``torch.utils.flop_counter``, measured latency with the device named. The expensive per-model
 work (each layer's SVD, the interpolative decomposition's pivoted QRs) is done once per model and
-reused for every budget.
+reused for every budget, and so is the evaluation of what a compressed model leaves unchanged:
+each one is evaluated from its first changed layer on, from the model's own cached activations
+(:class:`smoothviz.variant_eval.VariantEvaluator`; the accuracies are exactly a plain
+evaluation's). :func:`sweep_seeds` runs the sweep for the trainings of several seeds; every row
+carries its ``seed``.
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ from smoothviz.measure import (
 from smoothviz.measure import (
     count_flops,
     count_params,
-    evaluate,
     measure_latency,
 )
+from smoothviz.variant_eval import VariantEvaluator
 
 COLUMNS = [
     "training",
+    "seed",
     "method",
     "target_reduction",
     "param_reduction",
@@ -52,6 +57,7 @@ COLUMNS = [
     "params_uncompressed",
     "flops",
     "latency_ms",
+    "latency_iqr_ms",
     "compress_seconds",
     "test_acc",
     "test_loss",
@@ -139,6 +145,8 @@ def sweep(
     seed: int = 0,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: bool = True,
+    per_image: bool = False,
+    incremental: bool = True,
 ) -> pd.DataFrame:
     """Compress every model by every method at every target and measure each result.
 
@@ -166,18 +174,29 @@ def sweep(
     latency_batch, latency_repeats
         Batch size and timed repetitions of the latency measurement (median reported).
     seed
-        Chooses the calibration images.
+        Chooses the calibration images (and the BN re-estimation images); recorded in every row's
+        ``seed`` (:func:`sweep_seeds` passes each training seed, so a seed's two trainings share
+        their calibration images).
     options
         ``{method: {keyword: value}}``: extra arguments of a method's function, e.g.
         ``{"svd": {"allocation": "sensitivity"}}`` (see :func:`compress`).
     progress
         Show a tqdm progress bar.
+    per_image
+        Also keep, per row, which test images the compressed model classifies correctly: column
+        ``test_correct``, a bool array (None where the target was not reached). The headline's
+        one-seed interval needs it; :func:`smoothviz.headline.save_results` stores it compactly.
+    incremental
+        Evaluate each compressed model from its first changed layer on, from the model's cached
+        activations (:class:`~smoothviz.variant_eval.VariantEvaluator`): the same accuracies and
+        losses, bit for bit, for less work. False: a plain evaluation of every model.
 
     Returns
     -------
     pandas.DataFrame
-        One row per (training, method, target_reduction), columns :data:`COLUMNS`. A target a
-        method cannot reach gives a row with the reason in ``error`` and NaN measurements.
+        One row per (training, method, target_reduction), columns :data:`COLUMNS` (and
+        ``test_correct``). A target a method cannot reach gives a row with the reason in ``error``
+        and NaN measurements.
     """
     from tqdm.auto import tqdm
 
@@ -212,13 +231,15 @@ def sweep(
         example = data.x_test[:1].to(device)
         latency_x = data.x_test[:latency_batch].to(device)
         base_params = count_params(model)
-        base_acc = evaluate(model, data)["accuracy"]
+        evaluators = _Evaluators(model, data, bn_x if bn_reestimate else None, incremental)
+        base_acc = evaluators.plain.evaluate()["accuracy"]
         cache: dict[str, Any] = {}
         for method in methods:
             for target in reductions:
                 bar.set_postfix_str(f"{training} {method} {target:.2f}")
                 row: dict[str, Any] = {
                     "training": training,
+                    "seed": seed,
                     "method": method,
                     "target_reduction": target,
                     "params_uncompressed": base_params,
@@ -243,23 +264,81 @@ def sweep(
                     bar.update()
                     continue
                 params = count_params(small)
-                metrics = evaluate(small, data)
                 lat = measure_latency(small, latency_x, repeats=latency_repeats)
                 row.update(
                     param_reduction=1.0 - params / base_params,
                     params=params,
                     flops=count_flops(small, example),
                     latency_ms=lat["latency_ms"],
+                    latency_iqr_ms=lat["latency_iqr_ms"],
                     device=lat["device"],
-                    test_acc=metrics["accuracy"],
-                    test_loss=metrics["loss"],
                 )
-                if bn_reestimate:
-                    re = evaluate(_bn_reestimate(small, bn_x, max_images=None), data)
-                    row.update(
-                        test_acc_bn_reestimated=re["accuracy"], test_loss_bn_reestimated=re["loss"]
-                    )
+                row.update(evaluators.measure(small, per_image))
                 rows.append(row)
                 bar.update()
     bar.close()
-    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    if per_image:  # None, not NaN, where nothing was measured
+        table["test_correct"] = [r.get("test_correct") for r in rows]
+    return table
+
+
+class _Evaluators:
+    """The test-set evaluations of one model's compressed variants, plain and after BatchNorm
+    re-estimation on ``bn_x`` (None: not measured), each reusing the unchanged prefix."""
+
+    def __init__(self, model: nn.Module, data: ImageData, bn_x: torch.Tensor | None, incremental):
+        self._data, self._bn_x, self._incremental = data, bn_x, incremental
+        self.plain = VariantEvaluator(model, data.x_test, data.y_test, incremental=incremental)
+        self._model = model
+        self._bn: VariantEvaluator | None = None
+
+    def bn(self) -> VariantEvaluator:
+        """The evaluator of the re-estimated model, made on first use: re-estimation gives an
+        unchanged prefix the same statistics in the model and in every variant."""
+        if self._bn is None:
+            base = _bn_reestimate(self._model, self._bn_x, max_images=None)
+            x, y = self._data.x_test, self._data.y_test
+            self._bn = VariantEvaluator(base, x, y, incremental=self._incremental)
+        return self._bn
+
+    def measure(self, small: nn.Module, per_image: bool) -> dict[str, Any]:
+        """The accuracy columns of one compressed model's row."""
+        metrics = self.plain.evaluate(small, per_image=per_image)
+        out: dict[str, Any] = {"test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}
+        if per_image:
+            out["test_correct"] = metrics["correct"].numpy()
+        if self._bn_x is not None:
+            re = self.bn().evaluate(_bn_reestimate(small, self._bn_x, max_images=None))
+            out.update(test_acc_bn_reestimated=re["accuracy"], test_loss_bn_reestimated=re["loss"])
+        return out
+
+
+def sweep_seeds(
+    models: Mapping[int, Mapping[str, nn.Module]],
+    methods: Sequence[str],
+    reductions: Sequence[float],
+    data: ImageData,
+    **options: Any,
+) -> pd.DataFrame:
+    """:func:`sweep` for the trainings of several seeds: one table, every row with its ``seed``.
+
+    Parameters
+    ----------
+    models
+        ``{seed: {training name: model}}``, e.g. ``{0: {"baseline": ..., "smooth": ...}, 1: ...}``.
+        Each seed's models are swept with ``seed=`` that seed, so they share calibration and BN
+        re-estimation images (and every seed's rows use the same test images): smooth and
+        baseline are paired within a seed.
+    methods, reductions, data, **options
+        As for :func:`sweep` (``seed`` is not an option here).
+    """
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError("models must be a non-empty dict {seed: {training name: nn.Module}}")
+    if "seed" in options:
+        raise TypeError("sweep_seeds takes the seeds from models' keys; do not pass seed=")
+    bad = [s for s in models if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+    if bad:
+        raise ValueError(f"models: seeds must be ints >= 0, got {bad}")
+    frames = [sweep(m, methods, reductions, data, seed=s, **options) for s, m in models.items()]
+    return pd.concat(frames, ignore_index=True)

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -194,7 +195,16 @@ def test_tradeoff_plots_carry_each_trainings_uncompressed_accuracy_and_chance():
     (figure_legend,) = fig.legends  # one legend for the figure, beside the panels, on none of them
     legend = [t.get_text() for t in figure_legend.get_texts()]
     assert "plain" in legend and "BN re-estimated" in legend
-    assert "baseline uncompressed 89.4 %" in legend and "chance 10 %" in legend
+    # the references are labelled at their right end, in every panel, not stacked in the legend
+    assert not any("uncompressed" in t or "chance" in t for t in legend)
+    for ax in panels:
+        labels = {t.get_text(): t for t in ax.texts}
+        assert {"baseline uncompressed 89.4 %", "smooth uncompressed 89.2 %", "chance 10 %"} <= set(
+            labels
+        )
+        # 89.4 and 89.2 are close: one label above its line, the other below
+        assert labels["baseline uncompressed 89.4 %"].get_va() == "bottom"
+        assert labels["smooth uncompressed 89.2 %"].get_va() == "top"
     fig.canvas.draw()
     box = figure_legend.get_window_extent()
     assert not any(box.overlaps(ax.get_window_extent()) for ax in panels)
@@ -211,6 +221,44 @@ def test_tradeoff_plots_carry_each_trainings_uncompressed_accuracy_and_chance():
         plots.tradeoff_grid(TRADEOFF, chance=10)
     with pytest.raises(ValueError, match="no rows"):
         plots.tradeoff_grid(TRADEOFF.iloc[:0])
+
+
+def test_tradeoff_grid_with_seeds_draws_mean_lines_with_t_bands_and_a_percent_axis():
+    from smoothviz.stats import t_interval
+
+    rows = []
+    for seed, shift in enumerate((0.0, 0.02, 0.01)):
+        for training, base in (("baseline", 0.80), ("smooth", 0.84)):
+            for target in (0.5, 0.6, 0.7, 0.85):
+                rows.append(
+                    {
+                        "training": training,
+                        "seed": seed,
+                        "method": "svd",
+                        "target_reduction": target,
+                        "param_reduction": target + 0.001 * seed,  # differs a little per seed
+                        "test_acc": base - target / 4 + shift,
+                        "test_acc_uncompressed": 0.9,
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    fig = plots.tradeoff_grid(frame)
+    (ax,) = [a for a in fig.axes if a.get_visible() and a.has_data()]
+    assert list(ax.get_xticks()) == [0.5, 0.6, 0.7, 0.85]  # a tick at every measured target
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["50%", "60%", "70%", "85%"]
+    bands = [c for c in ax.collections if len(c.get_paths())]
+    assert len(bands) == 2  # one band per training (plain accuracy only)
+    smooth = frame[(frame.training == "smooth") & (frame.target_reduction == 0.5)].test_acc
+    ci = t_interval(smooth.to_numpy())
+    ys = np.concatenate([p.vertices[:, 1] for b in bands for p in b.get_paths()])
+    assert np.isclose(ys, ci.low).any() and np.isclose(ys, ci.high).any()
+    assert "mean of 3 seeds" in fig.get_suptitle()
+    plt.close(fig)
+    one = plots.tradeoff_grid(frame[frame.seed == 0])
+    assert not [c for a in one.axes for c in a.collections if len(c.get_paths())]  # no band
+    assert "one seed" in one.get_suptitle()
+    plt.close(one)
 
 
 LAMBDA = pd.DataFrame(

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -122,3 +123,119 @@ def test_the_lambda_sweep_markdown_is_rendered_from_its_json(bench, tmp_path):
     assert "wall time of this invocation not recorded" in analysis.render(payload)
     df = pd.DataFrame(payload["rows"])
     assert analysis.choose_weights(df, payload["grid"]) == payload["chosen"]
+
+
+# --------------------------------------------------------------------------- seed_spread.py
+TINY = [  # a seed spread in seconds: tiny trainings on the embedded data
+    *("-p", "dataset=fashion-mnist-mini", "-p", "model=cnn", "-p", "width=4"),
+    *("-p", "epochs=1", "-p", "train_subset=512", "-p", "eval_subset=100"),
+    *("-p", "methods=prune_magnitude", "-p", "reductions=[0.3,0.5]", "-p", "bn_reestimate=False"),
+]
+
+
+@pytest.mark.slow
+def test_seed_spread_end_to_end_resumes_and_feeds_the_headline(bench, tmp_path, monkeypatch):
+    from smoothviz.headline import load_seed_spread
+
+    monkeypatch.setenv("SMOOTHVIZ_CACHE", str(tmp_path / "cache"))
+    spread = bench("seed_spread")
+    out = tmp_path / "results"
+    real, calls = spread.measure_seed, []
+
+    def stops_at_seed_1(params, seed, data):
+        if seed == 1:
+            raise KeyboardInterrupt  # the run is stopped after seed 0 finished
+        return real(params, seed, data)
+
+    monkeypatch.setattr(spread, "measure_seed", stops_at_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        spread.main(["--seeds", "2", *TINY, "--out", str(out)])
+    assert (out / "seed_spread.partial.jsonl").is_file()
+    monkeypatch.setattr(spread, "measure_seed", lambda p, s, d: calls.append(s) or real(p, s, d))
+    spread.main(["--seeds", "2", *TINY, "--out", str(out)])
+    assert calls == [1]  # seed 0 came from the resume store
+    assert sorted(p.name for p in out.iterdir()) == [
+        "seed_spread.json",
+        "seed_spread.md",
+        "seed_spread.png",
+    ]
+    payload = json.loads((out / "seed_spread.json").read_text())
+    assert payload["seeds"] == [0, 1]
+    assert {r["seed"] for r in payload["rows"]} == {0, 1}
+    assert len(payload["differences"]) == 2  # one method at two targets
+    for d in payload["differences"]:
+        assert set(d["per_seed"]) == {"0", "1"} and d["n_seeds"] == 2
+        assert d["ci_source"] == "seeds" and d["verdict"] in ("benefit", "harm", "unclear")
+        assert d["difference_mean"] == pytest.approx(np.mean(list(d["per_seed"].values())))
+    md = (out / "seed_spread.md").read_text()
+    assert "| prune_magnitude | 30 % |" in md and "seed 1" in md
+    # the report's one-seed headline finds it for the same configuration, at any seed
+    params = spread.make_params("default", spread.parse_parameters(TINY[1::2]))
+    found = load_seed_spread(
+        params.training_configs(), "fashion-mnist-mini", 100, out / "seed_spread.json"
+    )
+    assert found is not None and len(found.at("prune_magnitude", 0.3)) == 2
+    # --render-only rewrites the Markdown from the JSON, measuring nothing
+    (out / "seed_spread.md").unlink()
+    spread.main(["--render-only", "--out", str(out)])
+    assert (out / "seed_spread.md").read_text() == md
+
+
+@pytest.mark.slow
+def test_seed_spread_search_measures_every_combination(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMOOTHVIZ_CACHE", str(tmp_path / "cache"))
+    spread = bench("seed_spread")
+    out = tmp_path / "results"
+    tiny = [a for pair in zip(TINY[::2], TINY[1::2]) if pair[1] != "epochs=1" for a in pair]
+    spread.main(["--seeds", "2", *tiny, "--search", "epochs=1,2", "--out", str(out)])
+    payload = json.loads((out / "seed_spread_search.json").read_text())
+    labels = [c["label"] for c in payload["configurations"]]
+    assert labels == ["epochs=1", "epochs=2"]
+    assert [c["parameters"]["epochs"] for c in payload["configurations"]] == [1, 2]
+    md = (out / "seed_spread_search.md").read_text()
+    assert "## epochs=1" in md and "## epochs=2" in md
+    with pytest.raises(SystemExit, match="--seeds must be >= 2"):
+        spread.main(["--seeds", "1", "--out", str(out)])
+    with pytest.raises(SystemExit, match="seeds"):
+        spread.main(["--seeds", "2", "-p", "seeds=[0]", "--out", str(out)])
+
+
+# ----------------------------------------------------------------------- main_job_profile.py
+@pytest.mark.slow
+def test_main_job_profile_times_each_phase_and_restores_what_it_wrapped(bench, mini_data):
+    import torch
+
+    from smoothviz.models import build_model
+    from smoothviz.notebook_params import TradeoffParams
+    from smoothviz.variant_eval import VariantEvaluator
+
+    profile = bench("main_job_profile")
+    torch.manual_seed(0)
+    models = {"baseline": build_model("cnn", 1, 10, width=4).eval()}
+    params = TradeoffParams(methods=["prune_magnitude"], bn_reestimate=True)
+    data = mini_data.subset(n_train=300, n_test=100)
+    originals = (VariantEvaluator.evaluate, profile.sweep_module.compress)
+    runs = []
+    for name, incremental in (("default", True), ("default, no reuse", False)):
+        run = profile.one_run(models, params, data, [0.3, 0.5], incremental, profile=True)
+        runs.append({"name": name} | run)
+    assert (VariantEvaluator.evaluate, profile.sweep_module.compress) == originals
+    on, off = runs
+    assert set(on["phase_seconds"]) == set(profile.PHASES)
+    assert all(v >= 0 for v in on["phase_seconds"].values()) and on["wall_seconds"] > 0
+    # the model, then each target plain and BN re-estimated: 1 + 2 x 2 evaluations
+    assert on["evaluations"] == {"incremental": 5, "plain": 0}
+    assert off["evaluations"] == {"incremental": 0, "plain": 5} and max(off["skipped_share"]) == 0
+    assert "sweep" in on["profile_top"]
+    extra = [r | {"name": r["name"].replace("default", "extra")} for r in runs]
+    payload = {
+        "methods": ["prune_magnitude"],
+        "default_targets": [0.3, 0.5],
+        "extra": 0.4,
+        "test_images": 100,
+        "forced": True,
+        "runs": runs + extra,
+        "provenance": {"device": "cpu", "torch": "2", "git_sha": "x", "date": "d", "command": "c"},
+    }
+    md = profile.markdown(payload)
+    assert "One extra target (40%) costs" in md and "upper bounds" in md and "cProfile" in md

@@ -141,7 +141,7 @@ def test_report_command_writes_index_and_exits_0(small_report):
 
 @pytest.mark.slow
 def test_landing_page_leads_with_the_headline_computed_from_the_run(small_report):
-    from smoothviz.headline import headline_sentence, headline_table, load_results
+    from smoothviz.headline import headline_sentence, load_results
 
     out, _ = small_report
     index = Path(out.stdout.strip().splitlines()[-1])
@@ -160,10 +160,16 @@ def test_landing_page_leads_with_the_headline_computed_from_the_run(small_report
     assert {(r["training"], r["method"]) for r in rows} == {
         (t, m) for t in ("baseline", "smooth") for m in SMALL["methods"]
     }
-    # The table and the sentence come from the notebook's own sweep, unchanged.
+    # The table and the sentence come from the notebook's own sweep, unchanged; one seed, so
+    # the interval comes from the per-image correctness kept beside tradeoff.csv.
     results = load_results(index.parent / "00-defaults" / "tradeoff.csv")
-    sentence = headline_sentence(headline_table(results))
+    assert (index.parent / "00-defaults" / "tradeoff_correct.npz").is_file()
+    sentence = headline_sentence(results)
     assert record["headline_sentence"] == {"00-defaults": sentence}
+    assert "over the 300 test images, exact McNemar; one seed" in sentence
+    measured = [d for d in record["differences"] if d["n_seeds"]]
+    assert measured and {d["ci_source"] for d in measured} == {"test_images"}
+    assert all(r["n_seeds"] <= 1 and r["test_acc_ci95"] == [None, None] for r in rows)
     assert "300 images" in record["test_split"]["00-defaults"]
     # The headline comes before everything else on the page.
     assert page.index("Headline") < page.index("Summary")

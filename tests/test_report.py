@@ -143,7 +143,7 @@ def _meta():
     }
 
 
-def _sweep_rows():
+def _sweep_rows(seeds=(0,)):
     import pandas as pd
 
     rows = []
@@ -151,57 +151,77 @@ def _sweep_rows():
         ("baseline", 0.894, {"svd": (0.85, 0.62), "interpolative": (0.87, 0.71)}),
         ("smooth", 0.892, {"svd": (0.88, 0.864), "interpolative": (0.87, 0.80)}),
     ):
-        for method, (a50, a70) in accs.items():
-            for target, acc in ((0.5, a50), (0.7, a70)):
-                rows.append(
-                    {
-                        "training": training,
-                        "method": method,
-                        "target_reduction": target,
-                        "param_reduction": target,
-                        "test_acc": acc,
-                        "test_acc_bn_reestimated": acc + 0.005,
-                        "test_acc_uncompressed": unc,
-                        "error": None,
-                    }
-                )
+        for seed in seeds:
+            for method, (a50, a70) in accs.items():
+                for target, acc in ((0.5, a50), (0.7, a70)):
+                    acc += 0.01 * seed * (1 if training == "smooth" else 0.5)
+                    rows.append(
+                        {
+                            "training": training,
+                            "seed": seed,
+                            "method": method,
+                            "target_reduction": target,
+                            "param_reduction": target,
+                            "test_acc": acc,
+                            "test_acc_bn_reestimated": acc + 0.005,
+                            "test_acc_uncompressed": unc,
+                            "error": None,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
 def test_report_json_and_landing_page_carry_the_headline_of_the_points_results(tmp_path, mini_data):
     import json
 
-    from smoothviz.headline import headline_sentence, headline_table, save_results
+    from smoothviz.headline import headline_sentence, save_results
 
     points = report.plan("default", {"dataset": "fashion-mnist-mini", "train_subset": None})
     (tmp_path / points[0].folder).mkdir()
     index = tmp_path / "index.html"
     report.write_index(index, _meta(), points, "running")  # before the trade-off notebook
-    assert json.loads((tmp_path / "report.json").read_text())["headline"] == []
+    record = json.loads((tmp_path / "report.json").read_text())
+    assert record["headline"] == [] and record["differences"] == []
     assert "not measured yet" in index.read_text()
-    results = _sweep_rows()
+    results = _sweep_rows(seeds=(0, 1, 2))
     save_results(results, mini_data, tmp_path / points[0].folder / "tradeoff.csv")
     report.write_index(index, _meta(), points, "succeeded")
     record = json.loads((tmp_path / "report.json").read_text())
-    assert len(record["headline"]) == len(results)
+    assert len(record["headline"]) == len(results) // 3  # one record per training, method, target
     first = record["headline"][0]
+    # seeds 0, 1, 2 at +0, +0.5, +1 pp: mean +0.5 pp, t interval 0.5 -/+ 4.3027 * 0.5 / sqrt(3)
+    half = 0.95 / (2 * 0.975 * 0.025) ** 0.5 * 0.005 / 3**0.5
     assert first == {
         "training": "baseline",
         "method": "svd",
         "target_reduction": 0.5,
         "param_reduction": 0.5,
-        "test_acc": 0.85,
-        "test_acc_bn_reestimated": pytest.approx(0.855),
+        "test_acc": pytest.approx(0.855),
+        "test_acc_bn_reestimated": pytest.approx(0.86),
         "test_acc_uncompressed": 0.894,
+        "n_seeds": 3,
+        "test_acc_mean": pytest.approx(0.855),
+        "test_acc_ci95": [pytest.approx(0.855 - half), pytest.approx(0.855 + half)],
         "point": points[0].folder,
     }
-    sentence = headline_sentence(headline_table(results))
+    diffs = {(d["method"], d["target_reduction"]): d for d in record["differences"]}
+    assert set(diffs) == {(m, t) for m in ("svd", "interpolative") for t in (0.5, 0.7)}
+    d = diffs[("svd", 0.7)]  # +24.4, +24.9, +25.4 pp
+    assert d["difference_mean"] == pytest.approx(0.249) and d["n_seeds"] == 3
+    assert d["ci_source"] == "seeds" and d["verdict"] == "benefit"
+    assert d["difference_ci95"] == [pytest.approx(0.249 - half), pytest.approx(0.249 + half)]
+    assert diffs[("interpolative", 0.5)]["verdict"] == "unclear"  # 0, +0.5, +1 pp
+    sentence = headline_sentence(results)
     assert record["headline_sentence"] == {points[0].folder: sentence}
-    assert "smoothing keeps 15.4 pp more" in sentence  # smooth's best 86.4 vs baseline's best 71.0
+    # the best method at 70 % by mean accuracy over both trainings: interpolative (75.5 % vs 74.2 %)
+    assert "smoothing keeps 9.5 pp more" in sentence and "with interpolative (95 % CI" in sentence
+    assert "3 seeds" in sentence
     page = index.read_text()
     assert page.index("Headline") < page.index(html_escape(sentence)) < page.index("Summary")
-    assert '<td class="num best">86.4</td>' in page  # smooth's best at 70 %, in bold
+    # smooth's best at 70 %, in bold, with its interval over seeds
+    assert '<td class="num best">87.4 [' in page and "Mean over 3 seeds" in page
     assert "BN re-est." in page and "500 images" in page
+    assert "verdict" in page and "benefit" in page  # the differences table
     # which trainings were compared: the default's smooth weight, as configured
     assert f"first-order weight {TrainParams().first_order:g}" in page
 

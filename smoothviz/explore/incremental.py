@@ -247,6 +247,11 @@ class IncrementalEvaluator:
         self._run_modules: dict[str, nn.Module] = {}
         for slot in {self._slot_of[t] for t in self._source}:
             self._install(slot)
+        # The model's own modules: a slot given them back runs its first copy again, under its
+        # first version, so activations cached for the model stay valid (a sweep evaluates many
+        # variants of one model, each changing other layers).
+        self._base_source = dict(self._source)
+        self._base_run = {s: (m, self._version[s]) for s, m in self._run_modules.items()}
         # After node i runs, these values are no longer needed.
         last_use: dict[fx.Node, int] = {}
         for i, n in enumerate(self._nodes):
@@ -400,20 +405,27 @@ class IncrementalEvaluator:
                 self._source[name] = module
             slots = {self._slot_of[n] for n in modules}
             for slot in slots:
-                self._install(slot)
+                members = [slot] + ([self._bn_of[slot]] if slot in self._bn_of else [])
+                if all(self._source[m] is self._base_source[m] for m in members):
+                    self._run_modules[slot], self._version[slot] = self._base_run[slot]
+                else:
+                    self._install(slot)
 
     def load(self, variant: nn.Module) -> list[str]:
         """Swap in every swappable module of ``variant`` that differs from the installed one.
 
         ``variant`` is a changed copy of the model with the same module names (e.g. a pruned
-        copy). Returns the names that were swapped.
+        copy). Returns the names that were swapped. A module equal to the model's own is swapped
+        back to it, under its first version, so the activations cached for the model before it
+        are used again.
         """
         changed = {}
         for name in self.swappable:
             new = variant.get_submodule(name)
             old = self._source_module(name)
             if new is not old and not same_module(new, old):
-                changed[name] = new
+                base = self._base_source.get(name) if self.traced else None
+                changed[name] = base if base is not None and same_module(new, base) else new
         if changed:
             self.swap(changed)
         return list(changed)
@@ -423,17 +435,20 @@ class IncrementalEvaluator:
         with torch.inference_mode():
             return torch.cat([out for out, _ in self._outputs(key)])
 
-    def evaluate(self, key: str) -> dict[str, float]:
+    def evaluate(self, key: str, *, per_image: bool = False) -> dict[str, Any]:
         """Accuracy, mean cross-entropy and size of the input set ``key``, as
-        :func:`smoothviz.measure.evaluate` computes them."""
-        steps = self.evaluate_steps(key)
+        :func:`smoothviz.measure.evaluate` computes them; with ``per_image``, also ``"correct"``:
+        a bool tensor (on the CPU) saying which inputs were classified correctly."""
+        steps = self.evaluate_steps(key, per_image=per_image)
         while True:
             try:
                 next(steps)
             except StopIteration as done:
                 return done.value
 
-    def evaluate_steps(self, key: str) -> Generator[float, None, dict[str, float]]:
+    def evaluate_steps(
+        self, key: str, *, per_image: bool = False
+    ) -> Generator[float, None, dict[str, Any]]:
         """:meth:`evaluate` one batch at a time: yields the fraction done, returns the result.
 
         Between steps the caller's code runs normally (inference mode is entered per batch),
@@ -445,9 +460,10 @@ class IncrementalEvaluator:
         state = self._state()
         s = self._sets[key]
         if s.memo is not None and s.memo[0] == state:  # nothing changed since: same answer
-            return dict(s.memo[1])
+            return self._answer(s.memo[1], per_image)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        hits = []
         outputs = self._outputs(key)
         done = 0
         while True:
@@ -458,14 +474,24 @@ class IncrementalEvaluator:
                     break
                 logits = logits.float()
                 loss += F.cross_entropy(logits, y, reduction="sum").double()
-                correct += (logits.argmax(1) == y).sum()
+                hit = logits.argmax(1) == y
+                correct += hit.sum()
+                hits.append(hit.cpu())
             done += len(y)
             if done < len(s.y):
                 yield done / len(s.y)
         n = len(s.y)
         result = {"accuracy": correct.item() / n, "loss": loss.item() / n, "n": n}
-        s.memo = (state, dict(result))
-        return result
+        result["correct"] = torch.cat(hits)
+        s.memo = (state, result)
+        return self._answer(result, per_image)
+
+    @staticmethod
+    def _answer(result: Mapping[str, Any], per_image: bool) -> dict[str, Any]:
+        out = {k: v for k, v in result.items() if k != "correct"}
+        if per_image:
+            out["correct"] = result["correct"].clone()
+        return out
 
     def _state(self) -> tuple[int, ...]:
         return tuple(v for _, v in sorted(self._version.items()))

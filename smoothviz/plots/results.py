@@ -1,5 +1,6 @@
-"""Pictures of measured results: accuracy against parameter reduction, the regulariser-weight
-sweep and training histories."""
+"""Pictures of measured results: accuracy against parameter reduction (means over seeds with
+their 95 % t interval when there are several), the regulariser-weight sweep and training
+histories."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from smoothviz._validation import check_number
 from smoothviz.plots.common import Y_LABELS, axes_or_new, require_columns
+from smoothviz.stats import t_interval
 
 
 def _reference_lines(
@@ -24,52 +27,59 @@ def _reference_lines(
     colours: Mapping[str, Any] | None,
     chance: float | None,
 ) -> list[Any]:
-    """Each training's uncompressed accuracy (dotted) and the chance level (dash-dot).
-
-    Returns the lines, labelled (``"baseline uncompressed 89.4 %"``, ``"chance 10 %"``), for a
-    legend: :func:`_extend_legend`.
-    """
-    lines = []
+    """Each training's uncompressed accuracy (dotted; its mean over seeds) and the chance level
+    (dash-dot), each labelled at its right end (``"baseline uncompressed 89.4 %"``) rather than in
+    the legend; labels of lines closer than a few percent of the axis apart go one above, one
+    below their line. Returns the lines."""
+    lines: list[tuple[Any, str, Any]] = []
     if "test_acc_uncompressed" in results.columns:
         per_training = (
-            results.drop_duplicates("training").set_index("training")["test_acc_uncompressed"]
+            results.groupby("training", sort=False)["test_acc_uncompressed"].mean()
             if "training" in results.columns
             else pd.Series({"model": results["test_acc_uncompressed"].iloc[0]})
         )
         for training, acc in per_training.dropna().items():
             colour = (colours or {}).get(training, "0.35")
-            lines.append(
-                ax.axhline(
-                    acc,
-                    color=colour,
-                    linestyle=":",
-                    linewidth=1.3,
-                    zorder=1,
-                    label=f"{training} uncompressed {100 * acc:.1f} %",
-                )
-            )
+            line = ax.axhline(acc, color=colour, linestyle=":", linewidth=1.3, zorder=1)
+            lines.append((line, f"{training} uncompressed {100 * acc:.1f} %", colour))
     if chance is not None:
-        lines.append(
-            ax.axhline(
-                chance,
-                color="0.5",
-                linestyle="-.",
-                linewidth=1,
-                zorder=1,
-                label=f"chance {100 * chance:.0f} %",
-            )
+        line = ax.axhline(chance, color="0.5", linestyle="-.", linewidth=1, zorder=1)
+        lines.append((line, f"chance {100 * chance:.0f} %", "0.4"))
+    low, high = ax.get_ylim()
+    close = 0.06 * (high - low)
+    ys = [float(line.get_ydata()[0]) for line, _, _ in lines]
+    for i, (_, text, colour) in enumerate(lines):
+        below = any(ys[i] < y <= ys[i] + close for j, y in enumerate(ys) if j != i)
+        ax.annotate(
+            text,
+            xy=(0.99, ys[i]),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, -2 if below else 2),
+            textcoords="offset points",
+            ha="right",
+            va="top" if below else "bottom",
+            fontsize="x-small",
+            color=colour,
         )
-    return lines
+    return [line for line, _, _ in lines]
 
 
-def _extend_legend(ax: Axes, lines: Sequence[Any], **kwargs: Any) -> None:
-    """Add labelled lines to the legend seaborn drew (or make one)."""
-    old = ax.get_legend()
-    handles = list(old.legend_handles) if old is not None else []
-    labels = [t.get_text() for t in old.get_texts()] if old is not None else []
-    handles += list(lines)
-    labels += [line.get_label() for line in lines]
-    ax.legend(handles, labels, **kwargs)
+def _t_band(values: Any) -> tuple[float, float]:
+    """The 95 % Student-t interval of a mean over seeds, as seaborn's ``errorbar`` callable."""
+    ci = t_interval(list(values))
+    return (ci.mean, ci.mean) if ci.n < 2 else (ci.low, ci.high)
+
+
+def _n_seeds(results: pd.DataFrame) -> int:
+    return int(results["seed"].nunique()) if "seed" in results.columns else 1
+
+
+def _percent_axis(ax: Axes, targets: Sequence[float] | None) -> None:
+    """Both axes in %; a tick at every measured target on x."""
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    if targets:
+        ax.set_xticks(list(targets))
 
 
 def plot_tradeoff(
@@ -85,7 +95,9 @@ def plot_tradeoff(
     """Accuracy vs parameter reduction, with each training's uncompressed accuracy as reference.
 
     With one method in the frame, colour = training; with several, colour = method and line
-    style = training (seaborn).
+    style = training (seaborn). With several seeds (column ``seed``) each line is the mean over
+    seeds with its 95 % Student-t interval as a band (then use ``x="target_reduction"``: the
+    achieved reductions differ slightly between seeds).
 
     Parameters
     ----------
@@ -94,7 +106,8 @@ def plot_tradeoff(
     chance
         Chance-level accuracy (``1 / number of classes``) drawn as a reference; None: not drawn.
     reference
-        Draw each training's uncompressed accuracy (``test_acc_uncompressed``) as a dotted line.
+        Draw each training's uncompressed accuracy (``test_acc_uncompressed``) as a dotted line,
+        labelled at its end.
     """
     require_columns(results, [x, y], "plot_tradeoff")
     check_number("chance", chance, low=0, high=1, allow_none=True)
@@ -114,6 +127,7 @@ def plot_tradeoff(
         palette=palette if hue == "training" else None,
         markers=True,
         dashes=True,
+        errorbar=_t_band if _n_seeds(results) > 1 else None,
         ax=ax,
         **style,
     )
@@ -141,32 +155,39 @@ def tradeoff_grid(
     ncols: int = 3,
     size: float = 3.3,
 ) -> Figure:
-    """One panel per method: accuracy vs achieved parameter reduction, one colour per training.
+    """One panel per method: accuracy vs parameters removed, one colour per training.
 
-    Solid lines are the plain accuracy, dashed ones the accuracy after BatchNorm re-estimation
-    (when the sweep measured it). Every panel carries each training's uncompressed accuracy
-    (dotted, in its colour) and, when given, the chance level.
+    The x axis is the target reduction in %, with a tick at every target measured (the reduction
+    reached is within the budget's 1 pp of it; the tables give it); a frame without
+    ``target_reduction`` is drawn at the achieved ``param_reduction``. Solid lines are the plain
+    accuracy, dashed ones the accuracy after BatchNorm re-estimation (when the sweep measured
+    it). With several seeds (column ``seed``) each line is the mean over seeds and its band the
+    95 % Student-t interval of that mean (our own t interval, the one the report's tables give,
+    not seaborn's bootstrap). Every panel carries each training's uncompressed accuracy (dotted,
+    in its colour, labelled at its end) and, when given, the chance level.
     """
-    require_columns(results, ["method", "training", "param_reduction", "test_acc"], "tradeoff_grid")
+    require_columns(results, ["method", "training", "test_acc"], "tradeoff_grid")
+    x = "target_reduction" if "target_reduction" in results.columns else "param_reduction"
+    require_columns(results, [x], "tradeoff_grid")
     check_number("chance", chance, low=0, high=1, allow_none=True)
     if results.empty:
         raise ValueError("tradeoff_grid: results has no rows (nothing was measured)")
     methods = list(dict.fromkeys(results["method"]))
     trainings = list(dict.fromkeys(results["training"]))
     palette = dict(zip(trainings, sns.color_palette(n_colors=len(trainings))))
+    n_seeds = _n_seeds(results)
     values = {"test_acc": "plain"}
     if (
         "test_acc_bn_reestimated" in results.columns
         and results["test_acc_bn_reestimated"].notna().any()
     ):
         values["test_acc_bn_reestimated"] = "BN re-estimated"
+    keep = ["training", "method", x] + (["seed"] if "seed" in results.columns else [])
     long = results.melt(
-        id_vars=["training", "method", "param_reduction"],
-        value_vars=list(values),
-        var_name="evaluation",
-        value_name="accuracy",
-    ).dropna(subset=["accuracy", "param_reduction"])
+        id_vars=keep, value_vars=list(values), var_name="evaluation", value_name="accuracy"
+    ).dropna(subset=["accuracy", x])
     long["evaluation"] = long["evaluation"].map(values)
+    targets = sorted(set(long[x])) if x == "target_reduction" else None
     ncols = max(1, min(ncols, len(methods)))
     nrows = math.ceil(len(methods) / ncols)
     fig, axes = plt.subplots(
@@ -179,8 +200,8 @@ def tradeoff_grid(
     )
     for ax, method in zip(axes.flat, methods):
         sns.lineplot(
-            data=long[long["method"] == method].sort_values("param_reduction"),
-            x="param_reduction",
+            data=long[long["method"] == method].sort_values(x),
+            x=x,
             y="accuracy",
             hue="training",
             hue_order=trainings,
@@ -188,16 +209,15 @@ def tradeoff_grid(
             style_order=list(values.values()),
             palette=palette,
             markers=True,
+            errorbar=_t_band if n_seeds > 1 else None,
             ax=ax,
         )
-        lines = _reference_lines(
-            ax, results[results["method"] == method], colours=palette, chance=chance
-        )
+        _reference_lines(ax, results[results["method"] == method], colours=palette, chance=chance)
+        _percent_axis(ax, targets)
         ax.set_title(method)
-        ax.set_xlabel("parameter reduction (achieved)")
+        ax.set_xlabel("parameters removed (target)" if targets else "parameters removed")
         ax.set_ylabel("test accuracy")
-        if ax is axes.flat[0]:  # the references are the same in every panel: one legend
-            _extend_legend(ax, lines)
+        if ax is axes.flat[0]:  # the same trainings and styles in every panel: one legend
             legend = ax.get_legend()
             handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
         if ax.get_legend() is not None:
@@ -207,7 +227,8 @@ def tradeoff_grid(
     # Beside the panels, not on one: lines end anywhere in a panel (outside placement needs the
     # constrained layout the figure was made with).
     fig.legend(handles, labels, loc="outside right center", fontsize="x-small")
-    fig.suptitle("Test accuracy without fine-tuning")
+    seeds = f"mean of {n_seeds} seeds with its 95 % t interval" if n_seeds > 1 else "one seed"
+    fig.suptitle(f"Test accuracy without fine-tuning ({seeds})")
     return fig
 
 

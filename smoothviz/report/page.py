@@ -5,7 +5,10 @@ method and target, without and with BatchNorm re-estimation, next to the uncompr
 best method per target) and one sentence computed from it (:mod:`smoothviz.headline`), on the test
 split it names. Then the status, a summary table with links, the parameters of every point, and the
 device, versions and git SHA that produced it. ``report.json`` holds the same content, the headline
-as records under ``headline``. Every user-given string is HTML-escaped.
+as records under ``headline`` (each with ``n_seeds``, ``test_acc_mean`` and ``test_acc_ci95``) and
+the paired differences under ``differences`` (one record per point, method and target with
+``difference_mean``, ``difference_ci95``, ``n_seeds``, ``ci_source`` and ``verdict``). Every
+user-given string is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from smoothviz.headline import (
     RESULTS_FILE,
     best_methods,
     describe_test_split,
+    differences,
     headline_sentence,
     headline_table,
     load_results,
+    load_seed_spread,
 )
 from smoothviz.report.plan import GridPoint
+from smoothviz.tables import differences_summary, interval
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;max-width:75rem;
@@ -60,8 +66,11 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 def point_headline(run_dir: Path, point: GridPoint) -> dict[str, Any] | None:
     """The headline of one grid point from its trade-off results, or None before they exist.
 
-    Returns ``{"table", "best", "best_bn", "sentence", "test_split"}`` (DataFrames and strings), or
+    Returns ``{"table", "differences", "differences_table", "best", "best_bn", "sentence",
+    "test_split"}`` (DataFrames, a :class:`~smoothviz.tables.Table` and strings), or
     ``{"error": text}`` when the results file cannot be read or lacks what the headline needs.
+    With one seed, the sentence quotes the committed seed spread of the point's configuration
+    when there is one (:func:`~smoothviz.headline.load_seed_spread`).
     """
     path = Path(run_dir) / point.folder / RESULTS_FILE
     if not path.is_file():
@@ -69,21 +78,30 @@ def point_headline(run_dir: Path, point: GridPoint) -> dict[str, Any] | None:
     try:
         results = load_results(path)
         table = headline_table(results)
+        spread = None
+        if point.notebooks and {"dataset", "test_images"} <= set(results.columns) and len(results):
+            spread = load_seed_spread(
+                point.notebooks[0].config.training_configs(),
+                str(results["dataset"].iloc[0]),
+                int(results["test_images"].iloc[0]),
+            )
         return {
             "table": table,
+            "differences": differences(results),
+            "differences_table": differences_summary(results),
             "best": best_methods(table),
             "best_bn": best_methods(table, "test_acc_bn_reestimated"),
-            "sentence": headline_sentence(table),
+            "sentence": headline_sentence(results, spread=spread),
             "test_split": describe_test_split(results),
         }
     except (OSError, ValueError, KeyError) as exc:
         return {"error": f"{path.name}: {error_text(exc)}"}
 
 
-def _pct_cell(value: Any, best: bool) -> str:
-    if value is None or value != value:  # None or NaN: not measured, or the target not reached
-        return '<td class="num">—</td>'
-    return f'<td class="num{" best" if best else ""}">{100 * float(value):.1f}</td>'
+def _pct_cell(value: Any, best: bool, low: Any = None, high: Any = None) -> str:
+    """One accuracy in %, with its interval over seeds in brackets when there is one."""
+    text = interval(value, low, high)  # "—" for None or NaN: not measured or not reached
+    return f'<td class="num{" best" if best else ""}">{_e(text)}</td>'
 
 
 def _headline_html(point: GridPoint, headline: Mapping[str, Any] | None, label: bool) -> str:
@@ -132,7 +150,8 @@ def _headline_html(point: GridPoint, headline: Mapping[str, Any] | None, label: 
                 row = rows[(rows["method"] == method) & (rows["target_reduction"] == t)]
                 plain = row["test_acc"].iloc[0] if len(row) else None
                 bn = row["test_acc_bn_reestimated"].iloc[0] if len(row) else None
-                cells.append(_pct_cell(plain, best.get((training, t)) == method))
+                ci = (row["test_acc_ci95_low"].iloc[0], row["test_acc_ci95_high"].iloc[0])
+                cells.append(_pct_cell(plain, best.get((training, t)) == method, *ci))
                 if with_bn:
                     cells.append(_pct_cell(bn, best_bn.get((training, t)) == method))
             body.append("<tr>" + "".join(cells) + "</tr>")
@@ -143,11 +162,18 @@ def _headline_html(point: GridPoint, headline: Mapping[str, Any] | None, label: 
                 cells.append(f"<td>{_e(best_bn.get((training, t)) or '—')}</td>")
         body.append('<tr class="bestrow">' + "".join(cells) + "</tr>")
     described = "".join(f"<li><b>{_e(name)}</b>: {_e(text)}</li>" for name, text in configs.items())
+    n_seeds = int(table["n_seeds"].max()) if len(table) else 0
+    seeds = (
+        f"Mean over {n_seeds} seeds, its 95 % Student-t interval over seeds in brackets. "
+        if n_seeds > 1
+        else "One seed. "
+    )
     return f"""{title}{notes}<p class="sentence">{_e(headline["sentence"])}</p>
 <p class="muted">Test accuracy in %, on the {_e(headline["test_split"])}, straight after
-compression (no gradient step){_BN_WORDS if with_bn else ""}. Bold: the best method of each training at each target. — : not measured, or the
-method could not reach the target.</p>
+compression (no gradient step){_BN_WORDS if with_bn else ""}. {seeds}Bold: the best method of
+each training at each target. — : not measured, or the method could not reach the target.</p>
 <table class="headline"><thead>{head1}{head2}</thead><tbody>{"".join(body)}</tbody></table>
+<div class="muted">{headline["differences_table"].to_html()}</div>
 <ul class="muted">{described}</ul>"""
 
 
@@ -252,6 +278,14 @@ step (design.md); notebooks show their outputs only, their code is in <code>note
 """
 
 
+def _records(frame: Any, interval_key: str) -> list[dict[str, Any]]:
+    """A frame as JSON records (NaN as null) with ``<key>_low``/``_high`` as one ``[low, high]``."""
+    out = json.loads(frame.to_json(orient="records"))
+    for r in out:
+        r[interval_key] = [r.pop(f"{interval_key}_low"), r.pop(f"{interval_key}_high")]
+    return out
+
+
 def write_index(
     index: Path, meta: Mapping[str, Any], points: Sequence[GridPoint], state: str
 ) -> None:
@@ -264,18 +298,19 @@ def write_index(
     """
     index = Path(index)
     headlines = {p.folder: point_headline(index.parent, p) for p in points}
-    records, sentences, splits = [], {}, {}
+    records, diffs, sentences, splits = [], [], {}, {}
     for p in points:
         h = headlines[p.folder]
         if not h or "error" in h:
             continue
-        table = h["table"].assign(point=p.folder)
-        records += json.loads(table.to_json(orient="records"))  # NaN becomes null
+        records += _records(h["table"].assign(point=p.folder), "test_acc_ci95")
+        diffs += _records(h["differences"].assign(point=p.folder), "difference_ci95")
         sentences[p.folder], splits[p.folder] = h["sentence"], h["test_split"]
     record = {
         **meta,
         "state": state,
         "headline": records,
+        "differences": diffs,
         "headline_sentence": sentences,
         "test_split": splits,
         "points": [p.record() for p in points],

@@ -143,10 +143,11 @@ class GridPoint:
         return "ok"
 
     def training_configs(self) -> list[TrainConfig]:
-        """The distinct trainings its notebooks train (every notebook trains the same two)."""
+        """The distinct trainings its notebooks train: the baseline and the smooth model at every
+        seed of ``seeds`` (every notebook trains the same ones)."""
         configs: list[TrainConfig] = []
         for nb in self.notebooks:
-            for cfg in nb.config.training_configs().values():
+            for cfg in nb.config.all_training_configs():
                 if cfg not in configs:
                     configs.append(cfg)
         return configs
@@ -254,6 +255,8 @@ def plan(
                 config = cls.from_dict(own)  # raises ConfigError naming the parameter
             except TypeError as exc:  # defensive: anything the dataclass itself rejects
                 raise ConfigError(f"{name}: {exc}") from exc
+            if own.get("seed") is not None:  # deprecated: the notebooks get what it means
+                own = {k: v for k, v in own.items() if k != "seed"} | {"seeds": list(config.seeds)}
             point.parameters.update(config.to_dict())
             point.notebooks.append(NotebookRun(name, cls.title, own, config))
         points.append(point)
