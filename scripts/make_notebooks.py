@@ -72,6 +72,7 @@ BODY = {
 from smoothviz.analysis import final_metrics, seed_histories
 from smoothviz.notebook_params import TrainParams
 from smoothviz.plots import plot_history
+from smoothviz.tables import history_summary, training_summary
 
 params = TrainParams.from_notebook(globals())
 params""",
@@ -81,7 +82,7 @@ params""",
             "code",
             """runs = params.train_seed_runs(progress=True)
 histories = seed_histories(runs)
-final_metrics(histories)""",
+training_summary(final_metrics(histories))""",
         ),
         ("markdown", "## Training curves (with several seeds: the mean and its 95 % band)"),
         (
@@ -91,7 +92,7 @@ plot_history(histories, y="test_acc", ax=axes[0])
 plot_history(histories, y="train_loss", ax=axes[1]);""",
         ),
         ("markdown", "## Per-epoch history"),
-        ("code", "histories"),
+        ("code", "history_summary(histories)"),
     ],
     "02_smoothness": [
         (
@@ -101,6 +102,7 @@ plot_history(histories, y="train_loss", ax=axes[1]);""",
 from smoothviz.analysis import smoothness_table, weight_smoothness
 from smoothviz.notebook_params import SmoothnessParams
 from smoothviz.plots import plot_smoothness, weights_grid
+from smoothviz.tables import smoothness_summary
 
 params = SmoothnessParams.from_notebook(globals())
 params""",
@@ -114,7 +116,7 @@ models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}"""
         (
             "code",
             """smoothness = weight_smoothness(models)
-smoothness_table(smoothness)""",
+smoothness_summary(smoothness_table(smoothness))""",
         ),
         ("markdown", "## Weights of the chosen layers: smooth beside baseline"),
         (
@@ -135,6 +137,7 @@ plot_smoothness(smoothness, order=2, ax=axes[1]);""",
             """from smoothviz.analysis import chosen_ranks, singular_spectra, spectrum_summary
 from smoothviz.notebook_params import SpectraParams
 from smoothviz.plots import spectra_grid
+from smoothviz.tables import ranks_table, spectrum_table
 
 params = SpectraParams.from_notebook(globals())
 params""",
@@ -146,12 +149,12 @@ models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
 spectra = singular_spectra(models)""",
         ),
         ("markdown", "## Effective rank (Roy & Vetterli), stable rank and energy ranks"),
-        ("code", "spectrum_summary(models)"),
+        ("code", "spectrum_table(spectrum_summary(models))"),
         ("markdown", "## Ranks chosen by the whole-network SVD budget"),
         (
             "code",
             """ranks = chosen_ranks(models, params.param_reduction)
-ranks""",
+ranks_table(ranks)""",
         ),
         (
             "markdown",
@@ -175,7 +178,7 @@ from smoothviz.notebook_params import TradeoffParams
 from smoothviz.plots import lambda_sweep_grid, tradeoff_grid
 from smoothviz.results_file import save_results
 from smoothviz.sweep import sweep_seeds
-from smoothviz.tables import differences_summary, tradeoff_summary
+from smoothviz.tables import best_methods_summary, differences_summary, tradeoff_summary
 
 params = TradeoffParams.from_notebook(globals())
 params""",
@@ -203,7 +206,7 @@ print(headline_sentence(results, spread=spread))""",
             "markdown",
             "Best method of each training at each target (plain accuracy, mean over seeds):",
         ),
-        ("code", "best_methods(headline_table(results))"),
+        ("code", "best_methods_summary(best_methods(headline_table(results)))"),
         (
             "markdown",
             "## Accuracy vs parameters removed (no fine-tuning)\n\n"
@@ -236,6 +239,7 @@ print(headline_sentence(results, spread=spread))""",
 
 from smoothviz import count_params, load_compressed, save_compressed
 from smoothviz.notebook_params import ExploreParams
+from smoothviz.tables import explorer_summary
 from smoothviz.widgets import PruneExplorer, RankExplorer
 
 params = ExploreParams.from_notebook(globals())
@@ -261,7 +265,7 @@ explorer""",
             "Static figure of the choice when this cell ran (the default choice in the report):",
         ),
         ("code", "explorer.snapshot()"),
-        ("code", "explorer.summary()"),
+        ("code", "explorer_summary(explorer.summary())"),
         ("markdown", "## Pruning"),
         (
             "code",
@@ -272,7 +276,7 @@ pruner""",
         ),
         ("markdown", "Static figure of the choice when this cell ran:"),
         ("code", "pruner.snapshot()"),
-        ("code", "pruner.summary()"),
+        ("code", "explorer_summary(pruner.summary())"),
         (
             "markdown",
             "## Take the chosen model away\n\n"
