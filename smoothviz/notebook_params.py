@@ -229,7 +229,7 @@ class NotebookParams(Validated):
         """Every training of every seed (what a cluster can train side by side)."""
         return [cfg for s in self.seeds for cfg in self.training_configs(s).values()]
 
-    def train_runs(self, progress: bool = False) -> dict:
+    def train_runs(self, progress: bool | None = None) -> dict:
         """Train (or load from the cache) both trainings of the first seed: ``{name: TrainedRun}``."""
         from smoothviz.training import train
 
@@ -237,7 +237,7 @@ class NotebookParams(Validated):
             name: train(cfg, progress=progress) for name, cfg in self.training_configs().items()
         }
 
-    def train_seed_runs(self, progress: bool = False) -> dict[int, dict]:
+    def train_seed_runs(self, progress: bool | None = None) -> dict[int, dict]:
         """Train (or load) both trainings at every seed: ``{seed: {name: TrainedRun}}``."""
         from smoothviz.training import train
 
@@ -249,7 +249,7 @@ class NotebookParams(Validated):
             for s in self.seeds
         }
 
-    def seed_models(self, progress: bool = False) -> dict[int, dict]:
+    def seed_models(self, progress: bool | None = None) -> dict[int, dict]:
         """Both trained models at every seed (trained or loaded): ``{seed: {"baseline": model,
         "smooth": model}}``, what :func:`smoothviz.sweep.sweep_seeds` takes."""
         return {
@@ -391,13 +391,14 @@ class TradeoffParams(NotebookParams):
     def sweep_options(self) -> dict[str, Any]:
         """The keyword arguments of the notebook's sweep (the benchmarks that measure the main
         job's sweep use the same): BN re-estimation on 1,024 training images, 5 timed latency
-        runs, per-image correctness kept (the one-seed interval needs it), no progress bar."""
+        runs, per-image correctness kept (the one-seed interval needs it), a progress bar in a
+        live notebook only (:func:`smoothviz.progress.progress_enabled`)."""
         return {
             "bn_reestimate": self.bn_reestimate,
             "bn_images": 1024,
             "latency_repeats": 5,
             "per_image": True,
-            "progress": False,
+            "progress": None,
         }
 
     @property

@@ -45,6 +45,7 @@ from smoothviz.measure import (
     count_params,
     measure_latency,
 )
+from smoothviz.progress import progress_bar
 from smoothviz.variant_eval import VariantEvaluator
 
 COLUMNS = [
@@ -144,7 +145,7 @@ def sweep(
     latency_repeats: int = 10,
     seed: int = 0,
     options: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
     per_image: bool = False,
     incremental: bool = True,
 ) -> pd.DataFrame:
@@ -181,7 +182,8 @@ def sweep(
         ``{method: {keyword: value}}``: extra arguments of a method's function, e.g.
         ``{"svd": {"allocation": "sensitivity"}}`` (see :func:`compress`).
     progress
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (None: only in a live notebook, see
+        :func:`smoothviz.progress.progress_enabled`).
     per_image
         Also keep, per row, which test images the compressed model classifies correctly: column
         ``test_correct``, a bool array (None where the target was not reached). The headline's
@@ -198,7 +200,6 @@ def sweep(
         ``test_correct``). A target a method cannot reach gives a row with the reason in ``error``
         and NaN measurements.
     """
-    from tqdm.auto import tqdm
 
     if not isinstance(models, Mapping) or not models:
         raise TypeError("models must be a non-empty dict {training name: nn.Module}")
@@ -222,8 +223,8 @@ def sweep(
     calibration = data.x_train[perm[:calibration_size]]
     bn_x = data.x_train[perm[:bn_images]]
     rows = []
-    bar = tqdm(
-        total=len(models) * len(methods) * len(reductions), desc="sweep", disable=not progress
+    bar = progress_bar(
+        len(models) * len(methods) * len(reductions), f"sweep (seed {seed})", progress=progress
     )
     for training, model in models.items():
         model.eval()

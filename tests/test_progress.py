@@ -42,3 +42,31 @@ def test_a_disabled_bar_prints_nothing_an_asked_one_counts(batch, capsys):
         bar.update(3)
         assert not bar.disable and not bar.leave and bar.n == 3
     assert "work" in capsys.readouterr().err  # a text bar outside a notebook
+
+
+def test_the_notebooks_slow_steps_follow_the_live_notebook_rule(batch, monkeypatch):
+    """04's sweep and 02-05's trainings pass progress=None: a bar in a live notebook, none in
+    papermill's batch run (the sweep used to run with progress=False everywhere)."""
+    import smoothviz.sweep as sweep_module
+    from smoothviz.notebook_params import TradeoffParams
+
+    assert TradeoffParams().sweep_options()["progress"] is None
+    seen = []
+    real = sweep_module.progress_bar
+
+    def spy(total, desc, *, progress=None, **kwargs):
+        bar = real(total, desc, progress=progress, **kwargs)
+        seen.append(not bar.disable)
+        return bar
+
+    monkeypatch.setattr(sweep_module, "progress_bar", spy)
+    from smoothviz.data import load_dataset
+    from smoothviz.models import build_model
+
+    data = load_dataset("fashion-mnist-mini").subset(n_train=64, n_test=32, seed=0)
+    model = build_model("cnn", in_channels=1, num_classes=10, width=4, image_size=28).eval()
+    options = TradeoffParams(bn_reestimate=False).sweep_options() | {"latency_repeats": 1}
+    sweep_module.sweep({"m": model}, ["svd"], [0.5], data, **options)
+    batch.setenv("JPY_SESSION_NAME", "/home/me/04_tradeoff.ipynb")
+    sweep_module.sweep({"m": model}, ["svd"], [0.5], data, **options)
+    assert seen == [False, True]
