@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from smoothviz.notebook_params import NOTEBOOKS, parameters_source  # noqa: E402
+from smoothviz.report.execute import HEADLINE_TAG  # noqa: E402
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -63,6 +64,9 @@ HOW_TO = (
     "The cell after it validates them and stops with a message naming any unknown or ill-typed one."
 )
 
+# The cell whose figure is the notebook's thumbnail on the report's landing page.
+HEADLINE = [HEADLINE_TAG]
+
 BODY = {
     "01_train": [
         (
@@ -90,6 +94,7 @@ training_summary(final_metrics(histories))""",
             """fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 plot_history(histories, y="test_acc", ax=axes[0])
 plot_history(histories, y="train_loss", ax=axes[1]);""",
+            HEADLINE,
         ),
         ("markdown", "## Per-epoch history"),
         ("code", "history_summary(histories)"),
@@ -129,6 +134,7 @@ smoothness_summary(smoothness_table(smoothness))""",
             """fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 plot_smoothness(smoothness, order=1, ax=axes[0])
 plot_smoothness(smoothness, order=2, ax=axes[1]);""",
+            HEADLINE,
         ),
     ],
     "03_spectra": [
@@ -165,6 +171,7 @@ ranks_table(ranks)""",
             "code",
             """layers = params.layers_to_draw(models, ranks)
 spectra_grid(spectra, ranks=ranks, layers=layers);""",
+            HEADLINE,
         ),
         ("markdown", "## Energy kept at each rank"),
         ("code", 'spectra_grid(spectra, y="cumulative_energy", ranks=ranks, layers=layers);'),
@@ -214,7 +221,7 @@ print(headline_sentence(results, spread=spread))""",
             "several seeds, each line is the mean over seeds and its band the 95 % Student-t "
             "interval of that mean.",
         ),
-        ("code", "tradeoff_grid(results, chance=1 / data.num_classes);"),
+        ("code", "tradeoff_grid(results, chance=1 / data.num_classes);", HEADLINE),
         ("markdown", "## Parameters, FLOPs, latency and accuracy, smooth beside baseline"),
         ("code", "tradeoff_summary(results)"),
         (
@@ -264,7 +271,7 @@ explorer""",
             "markdown",
             "Static figure of the choice when this cell ran (the default choice in the report):",
         ),
-        ("code", "explorer.snapshot()"),
+        ("code", "explorer.snapshot()", HEADLINE),
         ("code", "explorer_summary(explorer.summary())"),
         ("markdown", "## Pruning"),
         (
@@ -310,9 +317,9 @@ def build(name: str) -> nbformat.NotebookNode:
         nbformat.v4.new_markdown_cell(f"# {cls.title}\n\n{INTRO[name]}\n\n{HOW_TO}"),
         nbformat.v4.new_code_cell(parameters_source(cls), metadata={"tags": ["parameters"]}),
     ]
-    for kind, source in BODY[name]:
+    for kind, source, *tags in BODY[name]:
         make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
-        cells.append(make(source))
+        cells.append(make(source, metadata={"tags": tags[0]} if tags else {}))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = KERNELSPEC
     nb.metadata["language_info"] = {"name": "python"}

@@ -139,3 +139,44 @@ def test_notebook_03s_spectra_grids_fit(y, reduction):
         "rank chosen (r=…)",
     ]
     plt.close(fig)
+
+
+@pytest.mark.parametrize("n_seeds, bn", [(1, False), (3, True)])
+def test_notebook_04s_tradeoff_grid_fits(n_seeds, bn):
+    """The trade-off figure at the default six targets (a tick at each), two methods, both
+    trainings, reference lines labelled at their ends (uncompressed accuracies close together, as
+    seen: "uncompressed 89.1 %" twice) and chance: no label outside the figure or over another."""
+    import pandas as pd
+
+    from smoothviz.presets import DEFAULT_REDUCTIONS
+
+    rows = []
+    for seed in range(n_seeds):
+        for training, unc in (("baseline", 0.891), ("smooth", 0.8912)):
+            for method in ("svd", "a data-aware method with a long name"):
+                for target in DEFAULT_REDUCTIONS:
+                    acc = unc - target**3 * 0.6 + 0.005 * seed
+                    rows.append(
+                        {
+                            "training": training,
+                            "seed": seed,
+                            "method": method,
+                            "target_reduction": target,
+                            "param_reduction": target,
+                            "test_acc": acc,
+                            "test_acc_bn_reestimated": acc + 0.03 if bn else float("nan"),
+                            "test_acc_uncompressed": unc,
+                        }
+                    )
+    fig = plots.tradeoff_grid(pd.DataFrame(rows), chance=0.1)
+    _check(fig)
+    (ax, *_) = [a for a in fig.axes if a.get_visible() and a.has_data()]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "50%",
+        "60%",
+        "70%",
+        "80%",
+        "85%",
+        "90%",
+    ]
+    plt.close(fig)

@@ -2,7 +2,7 @@
 
 :func:`run_report` is the whole report: :func:`~smoothviz.report.plan.plan` (every check before any
 work), then every notebook of every point executed by papermill into
-``reports/<run-id>/<point>/``, rendered to HTML without its input cells (with its last figure as a
+``reports/<run-id>/<point>/``, rendered to HTML without its input cells (with its headline figure as a
 PNG), and the landing page (:mod:`smoothviz.report.page`) written.
 
 - A failing notebook marks its point and the run failed, its partial output stays linked, the later
@@ -83,25 +83,60 @@ def _export_html(ipynb: Path, target: Path) -> None:
     atomic_write_text(target, body)
 
 
+HEADLINE_TAG = "headline-figure"  # the cell whose figure is the notebook's thumbnail
+THUMBNAIL_ASPECT = 0.5  # a thumbnail's height at most half its width: the top of a tall figure
+
+
 def _extract_figure(ipynb: Path, target: Path) -> bool:
-    """Save the last ``image/png`` output of an executed notebook; False when it has none."""
+    """Save an executed notebook's headline figure as a thumbnail (:func:`thumbnail_png`): the
+    ``image/png`` output of the cell tagged :data:`HEADLINE_TAG`, else its first figure; False
+    when it has none."""
     import base64
 
     import nbformat
 
     nb = nbformat.read(ipynb, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [c for c in cells if HEADLINE_TAG in c.get("metadata", {}).get("tags", [])]
     pngs = [
         o["data"]["image/png"]
-        for c in nb.cells
-        if c.cell_type == "code"
+        for c in tagged + cells
         for o in c.get("outputs", [])
         if "image/png" in o.get("data", {})
     ]
     if not pngs:
         return False
-    data = base64.b64decode(pngs[-1])
+    data = thumbnail_png(base64.b64decode(pngs[0]))
     atomic_write(target, lambda f: f.write(data))
     return True
+
+
+def thumbnail_png(data: bytes, aspect: float = THUMBNAIL_ASPECT, pad: int = 6) -> bytes:
+    """A figure cropped to be read small: its white margins cut (``pad`` pixels kept), then, when
+    it is taller than ``aspect`` times its width, only its top (a grid's legend and first row of
+    panels) rather than the whole figure shrunk until nothing can be read."""
+    import io
+
+    from PIL import Image, ImageChops
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    ink = ImageChops.difference(image, Image.new("RGB", image.size, "white")).convert("L")
+    box = ink.point(lambda v: 255 if v > 12 else 0).getbbox()  # anti-aliasing is not ink
+    if box is not None:
+        left, top, right, bottom = box
+        image = image.crop(
+            (
+                max(0, left - pad),
+                max(0, top - pad),
+                min(image.width, right + pad),
+                min(image.height, bottom + pad),
+            )
+        )
+    if image.height > aspect * image.width:
+        image = image.crop((0, 0, image.width, round(aspect * image.width)))
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def kernel_config() -> Any:
