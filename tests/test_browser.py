@@ -6,10 +6,11 @@ parameter and accuracy readouts and the figure; the accuracy first reads as an e
 ±, then as the full test set), then a per-layer rank slider; the readouts and the figure must
 follow, and end on the full test set. The Save button must write a model that ``load_compressed``
 loads with the parameter count the readout shows, and a cell with a bad parameter must show a
-short error. A second test runs the spectra notebook. The screenshots are kept under
-``test-artifacts/`` (``notebook-03-spectra.png`` and ``notebook-05-explore.png`` are the ones
-``docs/figures/`` holds). The kernel imports smoothviz from this checkout. Where Chromium or JupyterLab is missing and we are not root (so
-``scripts/setup.sh`` could not install them), the test reports itself skipped with the reason;
+short error. A second test runs each of notebooks 01-04 (Run All; figures and captioned tables
+appear, no cell fails). The screenshots are kept under ``test-artifacts/``; ``notebook-0N-*.png``
+are the ones ``docs/figures/`` holds. The kernel imports smoothviz from this checkout. Where
+Chromium or JupyterLab is missing and we are not root (so ``scripts/setup.sh`` could not install
+them), the test reports itself skipped with the reason;
 under ``CI=true`` it must run, and fails instead of skipping.
 """
 
@@ -47,8 +48,24 @@ SMALL = {
     "drag_subset": 100,
     "param_reduction": 0.0,  # start uncompressed, so lowering a rank must cost accuracy
 }
-# The spectra notebook: the same trainings, ranks marked at half the parameters.
-SPECTRA = {**{k: v for k, v in SMALL.items() if k != "drag_subset"}, "param_reduction": 0.5}
+# The other notebooks: the same trainings (trained once, by the fixture), each notebook's own
+# parameters, the heading its screenshot starts at and how many figures it draws.
+_SHARED = {k: v for k, v in SMALL.items() if k not in ("drag_subset", "param_reduction")}
+NOTEBOOK_RUNS = {
+    "01_train": (_SHARED, "Train (or load from the cache)", 1),
+    "02_smoothness": (_SHARED, "Smoothness table", 2),
+    "03_spectra": ({**_SHARED, "param_reduction": 0.5}, "Ranks chosen by the whole-network", 2),
+    "04_tradeoff": (
+        {
+            **_SHARED,
+            "methods": ["svd", "prune_magnitude"],
+            "reductions": [0.5, 0.7],
+            "bn_reestimate": False,
+        },
+        "Accuracy vs parameters removed",
+        1,
+    ),
+}
 # Appended to the explore notebook: a parameter out of range, which must read as a short error.
 BAD_CELL = "RankExplorer(models, data, param_reduction=-0.2)"
 
@@ -135,8 +152,8 @@ def _run_all_cells(page, attempts: int = 3) -> None:
 @pytest.fixture()
 def lab(tmp_path, tmp_path_factory):
     """A JupyterLab server on loopback serving parameterised copies of the explore notebook
-    (``explore.ipynb``, with :data:`BAD_CELL` appended) and the spectra notebook
-    (``spectra.ipynb``); yields a function ``name -> URL`` and the notebooks' folder."""
+    (``explore.ipynb``, with :data:`BAD_CELL` appended) and the other notebooks as
+    :data:`NOTEBOOK_RUNS` parameterises them (``01_train.ipynb``...); yields a function ``name -> URL`` and the notebooks' folder."""
     _require_browser_stack()
     import nbformat
     from papermill.iorw import load_notebook_node
@@ -166,8 +183,9 @@ def lab(tmp_path, tmp_path_factory):
     nb = parameterize_notebook(load_notebook_node(str(notebook_path("05_explore"))), SMALL)
     nb.cells.append(nbformat.v4.new_code_cell(BAD_CELL))
     nbformat.write(nb, work / "explore.ipynb")
-    nb = parameterize_notebook(load_notebook_node(str(notebook_path("03_spectra"))), SPECTRA)
-    nbformat.write(nb, work / "spectra.ipynb")
+    for name, (params, _, _) in NOTEBOOK_RUNS.items():
+        nb = parameterize_notebook(load_notebook_node(str(notebook_path(name))), params)
+        nbformat.write(nb, work / f"{name}.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     log = tmp_path / "jupyterlab.log"
     cmd = [
@@ -381,31 +399,42 @@ def test_sliders_moved_with_the_keyboard_change_the_readouts_and_figure(lab):
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
-def test_the_spectra_notebook_runs_in_the_browser(lab):
-    """Run All on the spectra notebook: its figures appear, and no cell fails."""
+@pytest.mark.parametrize("name", list(NOTEBOOK_RUNS))
+def test_each_notebook_runs_in_the_browser(lab, name):
+    """Run All on notebooks 01-04: their figures and captioned tables appear, no cell fails, no
+    progress bar is left behind; the screenshot (``notebook-<name>.png``) starts at the heading
+    :data:`NOTEBOOK_RUNS` names."""
     from playwright.sync_api import expect, sync_playwright
 
     url, _ = lab
+    _, heading, n_figures = NOTEBOOK_RUNS[name]
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
         try:
-            page.goto(url("spectra.ipynb"))
+            page.goto(url(f"{name}.ipynb"))
             page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
             _wait_for_idle_kernel(page)
             _run_all_cells(page)
             figures = page.locator(".jp-OutputArea-output img")
-            expect(figures).to_have_count(2, timeout=300_000)
-            _wait_for_idle_kernel(page)
+            expect(figures).to_have_count(n_figures, timeout=420_000)
+            _wait_for_idle_kernel(page, timeout=300)
             _dismiss_news(page)
             assert page.locator(".jp-OutputArea-output[data-mime-type*='stderr']").count() == 0
-            page.locator(".jp-MarkdownCell", has_text="Normalised singular values").click()
-            figures.first.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(ARTIFACTS / "notebook-03-spectra.png"))
+            assert page.locator(".progress-bar-danger").count() == 0
+            captions = page.locator(".jp-OutputArea-output table caption")
+            assert captions.count() >= 1, "no captioned table"
+            page.locator(".jp-MarkdownCell", has_text=heading).first.click()
+            page.evaluate(
+                """(h) => [...document.querySelectorAll('.jp-MarkdownCell')]
+                    .find((c) => c.textContent.includes(h)).scrollIntoView({block: 'start'})""",
+                heading,
+            )
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(ARTIFACTS / f"notebook-{name.replace('_', '-')}.png"))
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / "browser-failure-03.png"))
+            page.screenshot(path=str(ARTIFACTS / f"browser-failure-{name}.png"))
             raise
         finally:
             browser.close()
