@@ -84,7 +84,7 @@ def _export_html(ipynb: Path, target: Path) -> None:
 
 
 HEADLINE_TAG = "headline-figure"  # the cell whose figure is the notebook's thumbnail
-THUMBNAIL_ASPECT = 0.5  # a thumbnail's height at most half its width: the top of a tall figure
+THUMBNAIL_ASPECT = 0.45  # a thumbnail's height at most this times its width: a tall figure's top
 
 
 def _extract_figure(ipynb: Path, target: Path) -> bool:
@@ -112,11 +112,15 @@ def _extract_figure(ipynb: Path, target: Path) -> bool:
 
 
 def thumbnail_png(data: bytes, aspect: float = THUMBNAIL_ASPECT, pad: int = 6) -> bytes:
-    """A figure cropped to be read small: its white margins cut (``pad`` pixels kept), then, when
-    it is taller than ``aspect`` times its width, only its top (a grid's legend and first row of
-    panels) rather than the whole figure shrunk until nothing can be read."""
+    """A figure cropped to be read small, rather than shrunk whole until nothing can be read.
+
+    Its white margins are cut (``pad`` pixels kept); a figure taller than ``aspect`` times its
+    width keeps its top (a grid's legend and first row of panels), cut at the widest white gap
+    between two rows of panels where there is one. The landing page shows it up to 40rem wide.
+    """
     import io
 
+    import numpy as np
     from PIL import Image, ImageChops
 
     image = Image.open(io.BytesIO(data)).convert("RGB")
@@ -124,19 +128,36 @@ def thumbnail_png(data: bytes, aspect: float = THUMBNAIL_ASPECT, pad: int = 6) -
     box = ink.point(lambda v: 255 if v > 12 else 0).getbbox()  # anti-aliasing is not ink
     if box is not None:
         left, top, right, bottom = box
-        image = image.crop(
-            (
-                max(0, left - pad),
-                max(0, top - pad),
-                min(image.width, right + pad),
-                min(image.height, bottom + pad),
-            )
+        box = (
+            max(0, left - pad),
+            max(0, top - pad),
+            min(image.width, right + pad),
+            min(image.height, bottom + pad),
         )
+        image, ink = image.crop(box), ink.crop(box)
+    inked = np.asarray(ink) > 12
     if image.height > aspect * image.width:
-        image = image.crop((0, 0, image.width, round(aspect * image.width)))
+        bottom = _gap(inked.any(axis=1), round(aspect * image.width), pad)
+        image = image.crop((0, 0, image.width, bottom))
     out = io.BytesIO()
     image.save(out, format="PNG", optimize=True)
     return out.getvalue()
+
+
+def _gap(inked, limit: int, pad: int) -> int:
+    """Where to cut rows of pixels to at most ``limit``: in the widest blank run past a third of
+    ``limit`` (the gap between two rows of panels: rows through an axes are never blank, its
+    spines cross them), ``pad`` pixels into it; at ``limit`` when there is none."""
+    best, start, run = None, None, 0
+    for i in range(limit // 3, min(limit, len(inked))):
+        if inked[i]:
+            start, run = None, 0
+            continue
+        start = i if start is None else start
+        run += 1
+        if best is None or run > best[1]:
+            best = (start, run)
+    return limit if best is None or best[1] < 4 else best[0] + min(pad, best[1] // 2)
 
 
 def kernel_config() -> Any:

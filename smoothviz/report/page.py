@@ -227,7 +227,7 @@ def render_index(
                 target = _e(nb.html or nb.figure)
                 links.append(
                     f'<br><a href="{target}"><img src="{_e(nb.figure)}" alt="headline figure of '
-                    f'{_e(nb.name)}" style="width:24rem;max-width:100%;margin-top:.3rem"></a>'
+                    f'{_e(nb.name)}" style="width:40rem;max-width:100%;margin-top:.3rem"></a>'
                 )
             summary.append(
                 [
