@@ -111,7 +111,9 @@ class Table:
     def to_html(self) -> str:
         """An HTML table with the caption above it (every cell escaped)."""
         styler = self.frame.style.hide(axis="index").format(escape="html")
-        styler = styler.set_caption(html.escape(self.caption))
+        styler = styler.set_caption(html.escape(self.caption)).set_table_styles(
+            [{"selector": "caption", "props": "caption-side: top; text-align: left;"}]
+        )
         return styler.to_html()
 
     def _repr_html_(self) -> str:

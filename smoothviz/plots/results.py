@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from smoothviz._validation import check_number
 from smoothviz.plots.common import Y_LABELS, axes_or_new, require_columns
@@ -345,5 +345,6 @@ def plot_history(
     hue = "training" if "training" in histories.columns else None
     sns.lineplot(data=histories, x="epoch", y=y, hue=hue, marker="o", ax=ax, **style)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no "1.2"
     ax.set_ylabel(Y_LABELS.get(y, y))
     return ax
