@@ -49,7 +49,10 @@ def _reference_lines(
     close = 0.06 * (high - low)
     ys = [float(line.get_ydata()[0]) for line, _, _ in lines]
     for i, (_, text, colour) in enumerate(lines):
-        below = any(ys[i] < y <= ys[i] + close for j, y in enumerate(ys) if j != i)
+        # Below when another line lies just above; of two equal lines, the later one goes below.
+        below = any(
+            ys[i] < y <= ys[i] + close or (y == ys[i] and j < i) for j, y in enumerate(ys) if j != i
+        )
         ax.annotate(
             text,
             xy=(0.99, ys[i]),
