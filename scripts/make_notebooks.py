@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from smoothviz.notebook_params import NOTEBOOKS, parameters_source  # noqa: E402
+from smoothviz.report.execute import HEADLINE_TAG  # noqa: E402
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -25,9 +26,9 @@ INTRO = {
     "01_train": (
         "Trains the two models every other notebook compares: a **baseline** (no penalty) and a "
         "**smooth** model (first/second-order smoothness and/or nuclear-norm penalties on the "
-        "weights, design.md), at every seed of `seeds`. Both are cached by their config, so the "
-        "later notebooks load them instantly; 02, 03 and 05 show the first seed's, 04 compares "
-        "every seed's."
+        "weights, defined in `docs/methods.md`), at every seed of `seeds`. Both are cached by "
+        "their config, so the later notebooks load them instantly; 02, 03 and 05 show the first "
+        "seed's, 04 compares every seed's."
     ),
     "02_smoothness": (
         "How smooth are the weights along the channel axes? Heatmaps of each chosen layer's matrix "
@@ -35,9 +36,11 @@ INTRO = {
         "(1 is what white-noise weights give, 0 is constant along the axis)."
     ),
     "03_spectra": (
-        "Singular-value spectra of every compressible layer, both trainings overlaid, and the "
+        "Singular-value spectra of the compressible layers, both trainings overlaid, and the "
         "energy kept at each rank. Dashed lines mark the ranks that a whole-network SVD budget of "
-        "`param_reduction` picks in each training."
+        "`param_reduction` picks in each training. The figures show the `spectra_layers` layers "
+        "where that budget removes the most parameters (`spectra_layers=None`: every layer); "
+        "the tables list every layer."
     ),
     "04_tradeoff": (
         "Accuracy **without fine-tuning** against the fraction of parameters removed, for every "
@@ -46,10 +49,13 @@ INTRO = {
         "minus baseline paired by seed, with its 95 % interval."
     ),
     "05_explore": (
-        "Interactive: move the sliders to choose SVD ranks or a pruning ratio and watch the test "
-        "accuracy and parameter count. While a slider moves, accuracy is measured on "
-        "`drag_subset` test images; when it stops, on the full test set. Below each explorer a "
-        "static figure shows the default choice, so the batch report is complete without widgets."
+        "Choose SVD ranks or a pruning ratio and see test accuracy, parameters and FLOPs. **In a "
+        "live notebook** (JupyterLab, Jupyter Notebook) each explorer has sliders: while one "
+        "moves, accuracy is estimated on `drag_subset` test images (marked *estimate*, with its "
+        "95 % interval), and once it stops, measured on the full test set; the **Save** button "
+        "writes the chosen compressed model into `save_dir`. **In the HTML report** there are no "
+        "sliders: the static figure and table below each explorer show its default choice, and "
+        "the last section saves the SVD explorer's choice into the report's folder."
     ),
 }
 
@@ -57,6 +63,9 @@ HOW_TO = (
     "Parameters are in the next cell (tagged `parameters`); `papermill --help-notebook` lists them. "
     "The cell after it validates them and stops with a message naming any unknown or ill-typed one."
 )
+
+# The cell whose figure is the notebook's thumbnail on the report's landing page.
+HEADLINE = [HEADLINE_TAG]
 
 BODY = {
     "01_train": [
@@ -68,6 +77,7 @@ from smoothviz.analysis import final_metrics, seed_histories
 from smoothviz.checkpoints import checkpoint_table
 from smoothviz.notebook_params import TrainParams
 from smoothviz.plots import plot_history
+from smoothviz.tables import checkpoint_summary, history_summary, training_summary
 
 params = TrainParams.from_notebook(globals())
 params""",
@@ -82,7 +92,10 @@ params""",
             "code",
             """runs = params.train_seed_runs(progress=True)  # with checkpoints: your models
 histories = seed_histories(runs)
-final_metrics(histories) if params.checkpoints is None else checkpoint_table(runs)""",
+if params.checkpoints is None:
+    display(training_summary(final_metrics(histories)))
+else:
+    display(checkpoint_summary(checkpoint_table(runs)))""",
         ),
         ("markdown", "## Training curves (with several seeds: the mean and its 95 % band)"),
         (
@@ -93,9 +106,10 @@ final_metrics(histories) if params.checkpoints is None else checkpoint_table(run
     plot_history(histories, y="train_loss", ax=axes[1])
 else:
     print("Your own checkpoints: no training curves (their accuracy is in the table above).")""",
+            HEADLINE,
         ),
         ("markdown", "## Per-epoch history"),
-        ("code", "histories"),
+        ("code", "history_summary(histories)"),
     ],
     "02_smoothness": [
         (
@@ -105,6 +119,7 @@ else:
 from smoothviz.analysis import smoothness_table, weight_smoothness
 from smoothviz.notebook_params import SmoothnessParams
 from smoothviz.plots import plot_smoothness, weights_grid
+from smoothviz.tables import smoothness_summary
 
 params = SmoothnessParams.from_notebook(globals())
 params""",
@@ -118,7 +133,7 @@ models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}"""
         (
             "code",
             """smoothness = weight_smoothness(models)
-smoothness_table(smoothness)""",
+smoothness_summary(smoothness_table(smoothness))""",
         ),
         ("markdown", "## Weights of the chosen layers: smooth beside baseline"),
         (
@@ -131,6 +146,7 @@ smoothness_table(smoothness)""",
             """fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
 plot_smoothness(smoothness, order=1, ax=axes[0])
 plot_smoothness(smoothness, order=2, ax=axes[1]);""",
+            HEADLINE,
         ),
     ],
     "03_spectra": [
@@ -139,6 +155,7 @@ plot_smoothness(smoothness, order=2, ax=axes[1]);""",
             """from smoothviz.analysis import chosen_ranks, singular_spectra, spectrum_summary
 from smoothviz.notebook_params import SpectraParams
 from smoothviz.plots import spectra_grid
+from smoothviz.tables import ranks_table, spectrum_table
 
 params = SpectraParams.from_notebook(globals())
 params""",
@@ -150,17 +167,26 @@ models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
 spectra = singular_spectra(models)""",
         ),
         ("markdown", "## Effective rank (Roy & Vetterli), stable rank and energy ranks"),
-        ("code", "spectrum_summary(models)"),
+        ("code", "spectrum_table(spectrum_summary(models))"),
         ("markdown", "## Ranks chosen by the whole-network SVD budget"),
         (
             "code",
             """ranks = chosen_ranks(models, params.param_reduction)
-ranks""",
+ranks_table(ranks)""",
         ),
-        ("markdown", "## Normalised singular values (log scale)"),
-        ("code", "spectra_grid(spectra, ranks=ranks);"),
+        (
+            "markdown",
+            "## Normalised singular values (log scale)\n\n"
+            "The layers where the budget removes the most parameters (`spectra_layers`).",
+        ),
+        (
+            "code",
+            """layers = params.layers_to_draw(models, ranks)
+spectra_grid(spectra, ranks=ranks, layers=layers);""",
+            HEADLINE,
+        ),
         ("markdown", "## Energy kept at each rank"),
-        ("code", 'spectra_grid(spectra, y="cumulative_energy", ranks=ranks);'),
+        ("code", 'spectra_grid(spectra, y="cumulative_energy", ranks=ranks, layers=layers);'),
     ],
     "04_tradeoff": [
         (
@@ -172,7 +198,7 @@ from smoothviz.notebook_params import TradeoffParams
 from smoothviz.plots import lambda_sweep_grid, tradeoff_grid
 from smoothviz.results_file import save_results
 from smoothviz.sweep import sweep_seeds
-from smoothviz.tables import differences_summary, tradeoff_summary
+from smoothviz.tables import best_methods_summary, differences_summary, tradeoff_summary
 
 params = TradeoffParams.from_notebook(globals())
 params""",
@@ -192,7 +218,12 @@ save_results(results, data);  # tradeoff.csv: the report's landing page reads it
         ("markdown", "## Headline"),
         (
             "code",
-            """spread = load_seed_spread(params.training_configs(), data.name, len(data.y_test))
+            """# The committed seed spread is of trained models' configuration: not of your checkpoints.
+spread = (
+    load_seed_spread(params.training_configs(), data.name, len(data.y_test))
+    if params.checkpoints is None
+    else None
+)
 print(headline_sentence(results, spread=spread))""",
         ),
         ("code", "differences_summary(results)"),
@@ -200,7 +231,7 @@ print(headline_sentence(results, spread=spread))""",
             "markdown",
             "Best method of each training at each target (plain accuracy, mean over seeds):",
         ),
-        ("code", "best_methods(headline_table(results))"),
+        ("code", "best_methods_summary(best_methods(headline_table(results)))"),
         (
             "markdown",
             "## Against the trained-small frontier\n\n"
@@ -230,7 +261,11 @@ frontier""",
             "several seeds, each line is the mean over seeds and its band the 95 % Student-t "
             "interval of that mean.",
         ),
-        ("code", "tradeoff_grid(results, chance=1 / data.num_classes, frontier=frontier);"),
+        (
+            "code",
+            "tradeoff_grid(results, chance=1 / data.num_classes, frontier=frontier);",
+            HEADLINE,
+        ),
         ("markdown", "## Parameters, FLOPs, latency and accuracy, smooth beside baseline"),
         ("code", "tradeoff_summary(results)"),
         (
@@ -251,7 +286,11 @@ frontier""",
     "05_explore": [
         (
             "code",
-            """from smoothviz.notebook_params import ExploreParams
+            """from pathlib import Path
+
+from smoothviz import count_params, load_compressed, save_compressed
+from smoothviz.notebook_params import ExploreParams
+from smoothviz.tables import explorer_summary
 from smoothviz.widgets import PruneExplorer, RankExplorer
 
 params = ExploreParams.from_notebook(globals())
@@ -261,28 +300,56 @@ params""",
             "code",
             """runs = params.train_runs()
 models = {"smooth": runs["smooth"].model, "baseline": runs["baseline"].model}
-data = params.load_data()""",
+data = params.load_data()
+arch = params.architecture(data)  # what load_compressed needs to rebuild a saved model""",
         ),
         ("markdown", "## SVD ranks"),
         (
             "code",
             """explorer = RankExplorer(models, data, param_reduction=params.param_reduction,
-                        drag_subset=params.drag_subset, seed=params.seeds[0])
+                        drag_subset=params.drag_subset, seed=params.seeds[0],
+                        arch=arch, save_dir=params.save_dir)
 explorer""",
         ),
-        ("markdown", "Static figure of the default choice (what the batch report shows):"),
-        ("code", "explorer.snapshot()"),
-        ("code", "explorer.summary()"),
+        (
+            "markdown",
+            "Static figure of the choice when this cell ran (the default choice in the report):",
+        ),
+        ("code", "explorer.snapshot()", HEADLINE),
+        ("code", "explorer_summary(explorer.summary())"),
         ("markdown", "## Pruning"),
         (
             "code",
             """pruner = PruneExplorer(models, data, param_reduction=params.prune_ratio,
-                       drag_subset=params.drag_subset, seed=params.seeds[0])
+                       drag_subset=params.drag_subset, seed=params.seeds[0],
+                       arch=arch, save_dir=params.save_dir)
 pruner""",
         ),
-        ("markdown", "Static figure of the default choice:"),
+        ("markdown", "Static figure of the choice when this cell ran:"),
         ("code", "pruner.snapshot()"),
-        ("code", "pruner.summary()"),
+        ("code", "explorer_summary(pruner.summary())"),
+        (
+            "markdown",
+            "## Take the chosen model away\n\n"
+            "`explorer.compressed_model()` is the compressed model of the explorer's current "
+            "choice; `save_compressed` writes it (the weights, and a JSON file describing its "
+            "structure) and `load_compressed` rebuilds it, weights loaded with "
+            "`weights_only=True`. `explorer.save(path)` does the same and writes "
+            "`explorer.settings()` beside it; in a live notebook the **Save** button under each "
+            "explorer does that into `save_dir`.",
+        ),
+        (
+            "code",
+            """small = explorer.compressed_model()
+path = save_compressed(small, Path(params.save_dir) / "rank_explorer_choice.pt", arch=arch,
+                       metadata=explorer.settings())
+path""",
+        ),
+        (
+            "code",
+            """reloaded = load_compressed(path)
+count_params(reloaded), explorer.last["params"]""",
+        ),
     ],
 }
 
@@ -294,9 +361,9 @@ def build(name: str) -> nbformat.NotebookNode:
         nbformat.v4.new_markdown_cell(f"# {cls.title}\n\n{INTRO[name]}\n\n{HOW_TO}"),
         nbformat.v4.new_code_cell(parameters_source(cls), metadata={"tags": ["parameters"]}),
     ]
-    for kind, source in BODY[name]:
+    for kind, source, *tags in BODY[name]:
         make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
-        cells.append(make(source))
+        cells.append(make(source, metadata={"tags": tags[0]} if tags else {}))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = KERNELSPEC
     nb.metadata["language_info"] = {"name": "python"}

@@ -29,6 +29,7 @@ from smoothviz.compress import (
 )
 from smoothviz.config import ConfigError, TrainConfig
 from smoothviz.data import ImageData, from_tensors, load_dataset
+from smoothviz.errors import full_traceback
 from smoothviz.measure import bn_reestimate, count_flops, count_params, evaluate, measure_latency
 from smoothviz.models import build_model
 from smoothviz.training import TrainedRun, TrainingDiverged, seed_everything, train
@@ -68,7 +69,8 @@ __all__ = [
     "BudgetError", "ConfigError", "ImageData", "TrainConfig", "TrainedRun", "TrainingDiverged",
     "bn_reestimate", "build_model", "compress_from_factors", "count_flops", "count_params",
     "data_aware_svd_compress", "data_aware_svd_factors",
-    "evaluate", "from_tensors", "hybrid_compress", "interpolative_compress", "load_compressed", "load_dataset",
+    "evaluate", "from_tensors", "full_traceback", "hybrid_compress", "interpolative_compress",
+    "load_compressed", "load_dataset",
     "measure_latency", "prune_channels", "prune_magnitude", "save_compressed", "seed_everything",
     "svd_compress", "svd_factors", "train", *_LAZY,
 ]  # fmt: skip

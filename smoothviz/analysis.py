@@ -6,7 +6,8 @@
   largest, its share of the energy and the cumulative energy.
 - :func:`spectrum_summary`: per layer, effective rank (Roy & Vetterli, 2007), stable rank, the rank
   needed for 90 % / 99 % of the energy, and the nuclear norm.
-- :func:`chosen_ranks`: the per-layer SVD ranks a whole-network parameter-reduction target picks.
+- :func:`chosen_ranks`: the per-layer SVD ranks a whole-network parameter-reduction target picks;
+  :func:`layers_cut_most`: the layers where those ranks remove the most parameters.
 - :func:`training_histories`: several runs' per-epoch histories stacked with a ``training`` column.
 - :func:`load_lambda_sweep`: the committed regulariser-weight sweep of ``benchmarks/lambda_sweep.py``
   (its rows, and the grid points a stopped sweep did not measure).
@@ -306,6 +307,49 @@ def chosen_ranks(
             )
     columns = ["training", "layer", "rank", "full_rank", "kept_energy", "factorized"]
     return _with_training(rows, columns, None not in mapping)
+
+
+def layers_cut_most(models: Models, ranks: pd.DataFrame, n: int | None = None) -> list[str]:
+    """The ``n`` layers where the chosen ranks remove the most parameters, in the network's order.
+
+    A layer's removed parameters are its matrix view's ``rows × cols`` minus ``rank × (rows +
+    cols)`` where it is factorised, and 0 where it stays dense, summed over the trainings in
+    ``ranks``. Ties (e.g. nothing removed at a reduction of 0) go to the larger layer.
+
+    Parameters
+    ----------
+    models
+        The model(s) the ranks were chosen for (their layer shapes are read).
+    ranks
+        A :func:`chosen_ranks` frame.
+    n
+        How many layers; ``None``: every layer in ``ranks``.
+
+    Returns
+    -------
+    list of str
+        Layer names, in the order they appear in ``ranks``.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be None or an int >= 1, got {n!r}")
+    if not isinstance(ranks, pd.DataFrame) or not {"layer", "rank"} <= set(ranks.columns):
+        raise ValueError("ranks must be a chosen_ranks frame (columns 'layer' and 'rank')")
+    modules = dict(next(iter(_as_mapping(models).values())).named_modules())
+    order = list(dict.fromkeys(ranks["layer"]))
+    removed = dict.fromkeys(order, 0)
+    size = {}
+    for _, row in ranks.iterrows():
+        module = modules.get(row["layer"])
+        if module is None or not hasattr(module, "weight"):
+            raise ValueError(f"ranks: layer {row['layer']!r} is not a layer of the model")
+        rows, cols = matrix_view(module.weight).shape
+        size[row["layer"]] = rows * cols
+        if row.get("factorized", True):
+            removed[row["layer"]] += rows * cols - int(row["rank"]) * (rows + cols)
+    if n is None:
+        return order
+    chosen = set(sorted(order, key=lambda name: (-removed[name], -size[name]))[:n])
+    return [name for name in order if name in chosen]
 
 
 TRADEOFF_COLUMNS = (

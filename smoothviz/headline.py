@@ -12,8 +12,8 @@ From a :func:`smoothviz.sweep.sweep` frame of the two trainings a report compare
   models' per-image correctness (exact McNemar interval, :func:`smoothviz.stats.mcnemar_interval`),
   which says nothing about another seed;
 - :func:`best_methods`: the best method of each training at each target;
-- :func:`headline_sentence`: one sentence whose words follow the interval (design.md, "Reporting a
-  difference"): "keeps X pp more" when the whole interval is above 0, "loses X pp" when it is
+- :func:`headline_sentence`: one sentence whose words follow the interval (docs/methods.md, "Seeds,
+  intervals and verdicts"): "keeps X pp more" when the whole interval is above 0, "loses X pp" when it is
   below, "no clear difference" otherwise; with one seed it says that seed-to-seed variation is not
   in the interval and, when a committed seed-spread measurement of the same configuration exists
   (:func:`load_seed_spread`, ``benchmarks/seed_spread.py``), quotes that spread and says whether

@@ -6,9 +6,9 @@ means depends on who asks (``method=``), because the first layer is a poor candi
 and a good one for another:
 
 - ``"regularizers"`` (training, analysis, magnitude pruning): every such layer but the first (the
-  stem, whose input has only a few channels) and the last (the classifier), as in design.md. This
-  default is unchanged so that cached checkpoints (whose config hash includes ``layers=None``) keep
-  meaning what they meant.
+  stem, whose input has only a few channels) and the last (the classifier); ``docs/methods.md``
+  ("Which layers each method acts on") gives the reasons. This default is unchanged so that
+  cached checkpoints (whose config hash includes ``layers=None``) keep meaning what they meant.
 - ``"svd"``: the same, plus the first layer when factorising it can save parameters at a useful
   rank: its break-even rank ``m·n/(m+n)`` (rank below which the two factors are smaller than the
   ``m×n`` matrix view) is at least :data:`MIN_BREAK_EVEN_RANK`. A Linear on 784 pixels with 512

@@ -328,7 +328,7 @@ class NotebookParams(Validated):
             runs[name] = TrainedRun(model, history, configs[name], path, from_cache=True)
         return runs
 
-    def train_runs(self, progress: bool = False) -> dict:
+    def train_runs(self, progress: bool | None = None) -> dict:
         """Train (or load from the cache) both trainings of the first seed: ``{name: TrainedRun}``.
 
         With ``checkpoints``, nothing is trained: the runs hold the given models
@@ -342,7 +342,7 @@ class NotebookParams(Validated):
             name: train(cfg, progress=progress) for name, cfg in self.training_configs().items()
         }
 
-    def train_seed_runs(self, progress: bool = False) -> dict[int, dict]:
+    def train_seed_runs(self, progress: bool | None = None) -> dict[int, dict]:
         """Train (or load) both trainings at every seed: ``{seed: {name: TrainedRun}}`` (with
         ``checkpoints``: the given models at the one seed, as :meth:`train_runs`)."""
         from smoothviz.training import train
@@ -357,7 +357,7 @@ class NotebookParams(Validated):
             for s in self.seeds
         }
 
-    def seed_models(self, progress: bool = False) -> dict[int, dict]:
+    def seed_models(self, progress: bool | None = None) -> dict[int, dict]:
         """Both trained models at every seed (trained or loaded): ``{seed: {"baseline": model,
         "smooth": model}}``, what :func:`smoothviz.sweep.sweep_seeds` takes (with
         ``checkpoints``: the given models at the one seed)."""
@@ -366,6 +366,18 @@ class NotebookParams(Validated):
         return {
             s: {name: run.model for name, run in runs.items()}
             for s, runs in self.train_seed_runs(progress=progress).items()
+        }
+
+    def architecture(self, data) -> dict[str, Any]:
+        """The trained models' :func:`~smoothviz.models.build_model` arguments on ``data``: what
+        ``save_compressed(..., arch=...)`` records so that ``load_compressed`` rebuilds a saved
+        model without the uncompressed one."""
+        return {
+            "name": self.model,
+            "in_channels": data.in_channels,
+            "num_classes": data.num_classes,
+            "width": self.width,
+            "image_size": data.image_size,
         }
 
     def load_data(self):
@@ -427,10 +439,27 @@ class SpectraParams(NotebookParams):
     param_reduction: float = _help(
         "global SVD parameter reduction whose per-layer ranks are marked", default=0.5
     )
+    spectra_layers: int | None = _help(
+        "draw the spectra of this many layers, those the SVD budget cuts most (None: every layer)",
+        default=6,
+    )
 
     def validate(self) -> None:
         super().validate()
         _check_fraction("param_reduction", self.param_reduction)
+        if self.spectra_layers is not None and self.spectra_layers < 1:
+            raise ConfigError(
+                "notebook parameter 'spectra_layers' must be None or >= 1, "
+                f"got {self.spectra_layers!r}"
+            )
+
+    def layers_to_draw(self, models, ranks) -> list[str]:
+        """The ``spectra_layers`` layers where ``ranks`` (a :func:`~smoothviz.analysis.chosen_ranks`
+        frame of ``models``) remove the most parameters, in the network's order; every layer when
+        it is None."""
+        from smoothviz.analysis import layers_cut_most
+
+        return layers_cut_most(models, ranks, self.spectra_layers)
 
 
 @dataclass(frozen=True)
@@ -503,13 +532,14 @@ class TradeoffParams(NotebookParams):
     def sweep_options(self) -> dict[str, Any]:
         """The keyword arguments of the notebook's sweep (the benchmarks that measure the main
         job's sweep use the same): BN re-estimation on 1,024 training images, 5 timed latency
-        runs, per-image correctness kept (the one-seed interval needs it), no progress bar."""
+        runs, per-image correctness kept (the one-seed interval needs it), a progress bar in a
+        live notebook only (:func:`smoothviz.progress.progress_enabled`)."""
         return {
             "bn_reestimate": self.bn_reestimate,
             "bn_images": 1024,
             "latency_repeats": 5,
             "per_image": True,
-            "progress": False,
+            "progress": None,
         }
 
     @property
@@ -528,6 +558,11 @@ class ExploreParams(NotebookParams):
     param_reduction: float = _help("initial global parameter reduction of the SVD", default=0.5)
     prune_ratio: float = _help("initial pruning ratio", default=0.5)
     drag_subset: int = _help("test images evaluated while a slider moves", default=500)
+    save_dir: str = _help(
+        "folder the Save buttons and the save cell write into (relative: the notebook's folder, "
+        "in a report the grid point's folder)",
+        default="compressed_models",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -537,6 +572,8 @@ class ExploreParams(NotebookParams):
             raise ConfigError(
                 f"notebook parameter 'drag_subset' must be >= 1, got {self.drag_subset!r}"
             )
+        if not self.save_dir.strip():
+            raise ConfigError("notebook parameter 'save_dir' must be a non-empty folder path")
 
 
 NOTEBOOKS: dict[str, type[NotebookParams]] = {

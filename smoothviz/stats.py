@@ -1,10 +1,10 @@
 """Intervals for the numbers a report quotes: over seeds, and over test images when there is one seed.
 
-design.md, "Reporting a difference": a number that depends on training randomness is a sample, so
-the report gives its mean over seeds with a 95 % Student-t interval (n - 1 degrees of freedom), and
-compares two trainings *paired* (same seed, same test and calibration images), the interval being
-on the per-seed differences. With one seed the only interval left covers the test images; it is
-labelled so, because it says nothing about another seed.
+docs/methods.md, "Seeds, intervals and verdicts": a number that depends on training randomness is
+a sample, so the report gives its mean over seeds with a 95 % Student-t interval (n - 1 degrees of
+freedom), and compares two trainings *paired* (same seed, same test and calibration images), the
+interval being on the per-seed differences. With one seed the only interval left covers the test
+images; it is labelled so, because it says nothing about another seed.
 
 - :func:`t_interval`: mean and Student-t interval of a sample (one value per seed).
 - :func:`paired_difference`: the t interval of the per-seed differences ``a - b``.

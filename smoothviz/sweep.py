@@ -1,6 +1,6 @@
 """Compress several trained models with several methods at several budgets; one tidy table out.
 
-One row per ``(training, method, target_reduction)``, evaluated under the protocol of design.md:
+One row per ``(training, method, target_reduction)``, every one evaluated under one protocol:
 test accuracy straight after compression (no gradient step), BatchNorm re-estimation on training
 images as its own column, every parameter counted (non-zeros for magnitude pruning), FLOPs from
 ``torch.utils.flop_counter``, measured latency with the device named. The expensive per-model
@@ -48,6 +48,7 @@ from smoothviz.measure import (
     count_params,
     measure_latency,
 )
+from smoothviz.progress import progress_bar
 from smoothviz.threads import share_threads
 from smoothviz.variant_eval import VariantEvaluator
 
@@ -181,7 +182,7 @@ def sweep(
     latency_repeats: int = 10,
     seed: int = 0,
     options: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
     per_image: bool = False,
     incremental: bool = True,
 ) -> pd.DataFrame:
@@ -218,7 +219,8 @@ def sweep(
         ``{method: {keyword: value}}``: extra arguments of a method's function, e.g.
         ``{"svd": {"allocation": "sensitivity"}}`` (see :func:`compress`).
     progress
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (None: only in a live notebook, see
+        :func:`smoothviz.progress.progress_enabled`).
     per_image
         Also keep, per row, which test images the compressed model classifies correctly: column
         ``test_correct``, a bool array (None where the target was not reached). The headline's
@@ -235,7 +237,6 @@ def sweep(
         ``test_correct``). A target a method cannot reach gives a row with the reason in ``error``
         and NaN measurements.
     """
-    from tqdm.auto import tqdm
 
     if not isinstance(models, Mapping) or not models:
         raise TypeError("models must be a non-empty dict {training name: nn.Module}")
@@ -259,8 +260,8 @@ def sweep(
     calibration = data.x_train[perm[:calibration_size]]
     bn_x = data.x_train[perm[:bn_images]]
     rows = []
-    bar = tqdm(
-        total=len(models) * len(methods) * len(reductions), desc="sweep", disable=not progress
+    bar = progress_bar(
+        len(models) * len(methods) * len(reductions), f"sweep (seed {seed})", progress=progress
     )
     for training, model in models.items():
         model.eval()

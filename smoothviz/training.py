@@ -47,6 +47,7 @@ from smoothviz.data import (
 from smoothviz.layers import select_layers
 from smoothviz.measure import evaluate
 from smoothviz.models import build_model
+from smoothviz.progress import progress_enabled
 from smoothviz.provenance import environment_info
 from smoothviz.regularizers import Regularization
 from smoothviz.threads import share_threads
@@ -250,7 +251,7 @@ def train(
     data: ImageData | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> TrainedRun:
     """Train a model as ``cfg`` says, or return the cached result of an identical earlier run.
 
@@ -265,7 +266,8 @@ def train(
     use_cache
         False trains from scratch and writes nothing.
     progress
-        Show a tqdm progress bar.
+        Show a tqdm progress bar (None: only in a live notebook, see
+        :func:`smoothviz.progress.progress_enabled`).
 
     Raises
     ------
@@ -281,6 +283,7 @@ def train(
         )
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a folder path (str or Path) or None, got {cache_dir!r}")
+    progress = progress_enabled(progress)
     device = resolve_device(cfg.device)
     share_threads()  # this process's share of the cores, when other smoothviz processes run
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -21,9 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
+from smoothviz.errors import ShortTraceback
 
-class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field and what is allowed."""
+
+class ConfigError(ShortTraceback, ValueError):
+    """A configuration value is wrong; the message names the field and what is allowed.
+
+    In a notebook it shows as a short paragraph, not a traceback (:class:`~smoothviz.errors.
+    ShortTraceback`).
+    """
 
 
 def documented(help: str, **kwargs: Any) -> Any:

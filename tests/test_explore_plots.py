@@ -15,6 +15,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 
 from smoothviz import analysis, plots  # noqa: E402
 from smoothviz.models import build_model  # noqa: E402
+from smoothviz.plots.layers import place_rank_label  # noqa: E402
 
 RANKS = pd.DataFrame(
     {
@@ -60,24 +61,47 @@ def test_plot_spectrum_draws_what_plot_spectra_draws_for_the_same_layer():
     plt.close(fig)
 
 
-def test_plot_kept_ranks_heights_and_dense_layers_in_grey():
+def test_plot_kept_ranks_widths_and_dense_layers_drawn_apart():
     fig, ax = plt.subplots()
     assert plots.plot_kept_ranks(RANKS, ax=ax) is ax
     bars = _bars(ax)
-    assert [b.get_height() for b in bars] == pytest.approx([0.5, 1.0, 0.5])
+    # Horizontal bars, the first layer on top; a dense layer keeps all of itself: full width.
+    assert [b.get_width() for b in bars] == pytest.approx([0.5, 1.0, 0.5])
+    assert [b.get_y() + b.get_height() / 2 for b in bars] == pytest.approx([0, 1, 2])
+    assert ax.yaxis_inverted()
     assert [b.get_facecolor() for b in bars] == [
         to_rgba(plots.FACTORIZED_COLOR),
         to_rgba(plots.DENSE_COLOR),
         to_rgba(plots.FACTORIZED_COLOR),
     ]
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(RANKS["layer"])
-    assert ax.get_ylim() == (0, 1) and ax.get_ylabel() == "rank / full rank"
-    assert "grey" in ax.get_title()
+    assert [b.get_hatch() for b in bars] == [None, "////", None]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(RANKS["layer"])
+    assert ax.get_xlim() == (0, 1) and ax.get_xlabel() == "kept rank / full rank"
+    # Both kinds of bar are in the legend, the dense one hatched like its bars.
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "factorised at that rank",
+        "left dense (factors save nothing)",
+    ]
+    assert legend.legend_handles[1].get_hatch() == "////"
     plt.close(fig)
     # Without a factorized column every bar counts as factorised; ax=None makes a figure.
     ax = plots.plot_kept_ranks(RANKS.drop(columns="factorized"))
     assert {b.get_facecolor() for b in _bars(ax)} == {to_rgba(plots.FACTORIZED_COLOR)}
     plt.close(ax.figure)
+
+
+def test_a_rank_label_sits_on_the_side_of_its_line_with_room():
+    fig, ax = plt.subplots()
+    plots.plot_spectrum(torch.linspace(1, 0.01, 40), "conv", rank=3, ax=ax)
+    label = ax.texts[-1]
+    assert label.get_text() == "r=3" and label.get_horizontalalignment() == "left"
+    place_rank_label(label, 38)  # near the right edge: the label goes left of the line
+    assert label.get_text() == "r=38" and label.get_horizontalalignment() == "right"
+    assert label.xy == (38, 1) and label.xyann[0] < 0
+    fig.canvas.draw()
+    assert label.get_window_extent().x1 <= ax.get_window_extent().x1
+    plt.close(fig)
 
 
 def test_plot_kept_ranks_takes_a_chosen_ranks_frame_of_one_training():
@@ -86,8 +110,11 @@ def test_plot_kept_ranks_takes_a_chosen_ranks_frame_of_one_training():
     ranks = analysis.chosen_ranks(models, 0.5)
     one = ranks[ranks["training"] == "a"]
     ax = plots.plot_kept_ranks(one)
-    expected = (one["rank"] / one["full_rank"]).tolist()
-    assert [b.get_height() for b in _bars(ax)] == pytest.approx(expected)
+    expected = [
+        r / full if f else 1.0
+        for r, full, f in zip(one["rank"], one["full_rank"], one["factorized"])
+    ]
+    assert [b.get_width() for b in _bars(ax)] == pytest.approx(expected)
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="holds trainings"):
         plots.plot_kept_ranks(ranks)
@@ -100,9 +127,9 @@ def test_plot_kept_weights_heights_and_colour():
     fig, ax = plt.subplots()
     assert plots.plot_kept_weights(kept, ax=ax) is ax
     bars = _bars(ax)
-    assert [b.get_height() for b in bars] == pytest.approx([0.25, 0.9])
+    assert [b.get_width() for b in bars] == pytest.approx([0.25, 0.9])
     assert {b.get_facecolor() for b in bars} == {to_rgba(plots.PRUNED_COLOR)}
-    assert ax.get_ylim() == (0, 1) and ax.get_ylabel() == "kept weights / original"
+    assert ax.get_xlim() == (0, 1) and ax.get_xlabel() == "kept weights / original"
     plt.close(fig)
     ax = plots.plot_kept_weights(kept, color="k")
     assert {b.get_facecolor() for b in _bars(ax)} == {to_rgba("k")}

@@ -8,6 +8,7 @@ import html
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,5 +206,17 @@ def test_notebook_executed_by_papermill_without_errors(small_report, name):
     if name == "04_tradeoff":  # the trained-small frontier, trained and placed against
         assert "versus_frontier" in html
         assert "above (one seed)" in html or "below (one seed)" in html
-    # The landing page shows each notebook's last figure.
+    # The landing page shows each notebook's headline figure, cropped to a thumbnail.
     assert (index.parent / "00-defaults" / f"{name}.png").is_file()
+    # Tables for people: every table the notebook shows has a caption and no raw float.
+    tables = [
+        o["data"]["text/html"]
+        for o in outputs
+        if "<table" in o.get("data", {}).get("text/html", "")
+    ]
+    assert tables, f"{name} showed no table"
+    for table in tables:
+        assert "<caption" in table, f"{name}: a table without a caption defining its columns"
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", table, flags=re.S)
+        raw = [c for c in cells if re.search(r"\d\.\d{4,}", c)]
+        assert not raw, f"{name}: raw floats in a table: {raw[:5]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import io
+import json
 import re
 
 import numpy as np
@@ -12,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from smoothviz.compress.serialize import load_compressed
 from smoothviz.compress.svd import LayerFactors, SVDFactors, compress_from_factors, svd_factors
 from smoothviz.config import TrainConfig
-from smoothviz.measure import count_params, evaluate
+from smoothviz.explore.readout import wilson_halfwidth
+from smoothviz.measure import count_flops, count_params, evaluate
 from smoothviz.widgets import ALLOCATIONS, PRUNE_METHODS, PruneExplorer, RankExplorer
 
 
@@ -305,3 +308,101 @@ def test_bad_arguments_are_named(trained, mini_data):
         RankExplorer(trained, mini_data, drag_subset=0)
     with pytest.raises(TypeError, match="data"):
         PruneExplorer(trained, "not data")
+
+
+def test_a_drag_reads_as_an_estimate_with_its_interval_until_the_full_set_lands(trained, mini_data):
+    async def scenario():
+        ex = RankExplorer(trained, mini_data, drag_subset=100, settle_seconds=0.05)
+        ex.reduction.value = 0.4
+        drag = (ex.accuracy_label.value, ex._live[2]["title"].get_text(), dict(ex.last))
+        await asyncio.sleep(0.6)
+        return ex, drag
+
+    ex, (label, title, last) = asyncio.run(scenario())
+    assert not last["full"] and last["n_test"] == 100
+    half = 100 * wilson_halfwidth(last["test_acc"], 100)
+    assert 4 < half < 11  # 100 images: a binomial interval of several points
+    assert "estimate" in label and f"± {half:.1f}" in label and "95 % binomial" in label
+    assert f"full test set ({len(mini_data.y_test):,} images) follows" in label
+    assert "estimate" in title and f"± {half:.1f}" in title
+    # The full set has landed: no estimate left, in the readout or the figure.
+    assert ex.last["full"] and "estimate" not in ex.accuracy_label.value
+    assert "full test set" in ex.accuracy_label.value
+    assert "estimate" not in ex._live[2]["title"].get_text()
+    assert ex.full_seconds() is not None  # the next drag says how long the full set takes
+
+
+def test_wilson_interval():
+    assert wilson_halfwidth(0.5, 100) == pytest.approx(0.0962, abs=1e-4)
+    assert wilson_halfwidth(1.0, 500) > 0  # never collapses at the ends
+    assert wilson_halfwidth(0.9, 10_000) < wilson_halfwidth(0.9, 500)
+
+
+def test_flops_beside_parameters_equal_count_flops_of_the_compressed_model(trained, mini_data):
+    x = mini_data.x_test[:1]
+    ex = RankExplorer(trained, mini_data, param_reduction=0.5, settle_seconds=None)
+    for reduction in (0.0, 0.5, 0.8):
+        ex.reduction.value = reduction
+        assert ex.last["flops"] == count_flops(ex.compressed_model(), x)
+        assert ex.last["total_flops"] == count_flops(trained, x)
+    name = list(ex.rank_sliders)[1]
+    ex.rank_sliders[name].value = 1
+    assert ex.last["flops"] == count_flops(ex.compressed_model(), x)
+    assert "FLOPs per image: <b>" in ex.params_label.value
+    pruner = PruneExplorer(trained, mini_data, param_reduction=0.5, settle_seconds=None)
+    assert pruner.last["flops"] == pruner.last["total_flops"]  # zeros still run dense
+    assert "zeroed weights still run in dense kernels" in pruner.params_label.value
+    pruner.method.value = list(PRUNE_METHODS)[1]  # channels: a smaller network
+    assert pruner.last["flops"] == count_flops(pruner.compressed_model(), x)
+    assert pruner.last["flops"] < pruner.last["total_flops"]
+
+
+def test_sliders_step_finely_and_rank_sliders_show_their_maximum(trained, mini_data):
+    ex = RankExplorer(trained, mini_data, settle_seconds=None)
+    assert ex.reduction.step == 0.005 and ex.reduction.readout_format == ".1%"
+    for name, slider in ex.rank_sliders.items():
+        assert ex.rank_max_labels[name].value == f"/ {slider.max}"
+    pruner = PruneExplorer(trained, mini_data, settle_seconds=None)
+    assert pruner.reduction.step == 0.005
+
+
+def test_settings_is_a_dict_and_save_writes_a_model_that_loads_back(trained, mini_data, tmp_path):
+    arch = {"name": "cnn", "in_channels": 1, "num_classes": 10, "width": 8, "image_size": 28}
+    ex = RankExplorer(trained, mini_data, settle_seconds=None, arch=arch, save_dir=tmp_path / "s")
+    ex.reduction.value = 0.6 - 0.1 + 1e-17  # a float off by rounding, as slider steps give
+    settings = ex.settings()
+    assert settings["target_reduction"] == 0.5 and isinstance(settings["ranks"], dict)
+    assert settings["ranks"] == ex.ranks and settings["allocation"] == "energy"
+    path = ex.save(tmp_path / "choice.pt")
+    record = json.loads((tmp_path / "choice.settings.json").read_text())
+    assert record["settings"] == settings and record["model_file"] == "choice.pt"
+    assert record["measurement"]["params"] == ex.last["params"]
+    loaded = load_compressed(path)  # arch recorded: no base model needed
+    assert count_params(loaded) == ex.last["params"]
+    x = mini_data.x_test[:64]
+    torch.testing.assert_close(loaded(x), ex.compressed_model().eval()(x))
+    # The Save button does the same into save_dir, and shows where.
+    ex.save_button.click()
+    saved = list((tmp_path / "s").glob("*.pt"))
+    assert len(saved) == 1 and str(saved[0].resolve()) in ex.saved_label.value
+    assert count_params(load_compressed(saved[0])) == ex.last["params"]
+    # Without arch, loading needs the uncompressed model.
+    pruner = PruneExplorer(trained, mini_data, settle_seconds=None, save_dir=tmp_path / "p")
+    pruner.save_button.click()
+    (pt,) = (tmp_path / "p").glob("*.pt")
+    assert pt.name == "model-prune_magnitude-50.0pct.pt"
+    assert count_params(load_compressed(pt, base=trained)) == pruner.last["params"]
+    assert pruner.settings() == {
+        "model": "model",
+        "method": list(PRUNE_METHODS)[0],
+        "pruner": "prune_magnitude",
+        "target_reduction": 0.5,
+    }
+
+
+def test_a_failed_save_is_shown_in_the_status_line(trained, mini_data, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    ex = PruneExplorer(trained, mini_data, settle_seconds=None, save_dir=blocker)
+    ex.save_button.click()
+    assert "Error" in ex.status.value and ex.saved_label.value == ""

@@ -22,7 +22,8 @@ The scores must compare across groups, because one threshold cuts them all: a pe
 normalised score (energy fractions) gives every layer the same *relative* error, an absolute one
 (output error, measured damage) the same *absolute* damage.
 
-Implemented by hand: it is a short greedy walk, and the per-method scores are ours (design.md).
+Implemented by hand: it is a short greedy walk, and the per-method scores are ours
+(``docs/methods.md``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from smoothviz._validation import is_number
+from smoothviz.errors import ShortTraceback
 
 TOLERANCE = 0.01  # the achieved reduction must lie within 1 percentage point of the target
 
 
-class BudgetError(ValueError):
-    """The requested parameter reduction cannot be reached; the message says why."""
+class BudgetError(ShortTraceback, ValueError):
+    """The requested parameter reduction cannot be reached; the message says why (in a notebook,
+    as a short paragraph: :class:`~smoothviz.errors.ShortTraceback`)."""
 
 
 def check_reduction(value: object, name: str = "param_reduction") -> float:

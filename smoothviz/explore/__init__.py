@@ -19,10 +19,18 @@ Module map:
 - ``module_tools.py``: what the evaluator does to single modules and graph nodes (BatchNorm
   folding, in-place detection, module equality).
 - ``live_figure.py``: :class:`LiveFigure`, a figure laid out and rendered once whose changing
-  artists (bars, the rank marker, the title) are redrawn in place into an ``Image`` widget.
+  artists (bars, the rank marker, the title) are redrawn in place into an ``Image`` widget;
+  ``fit_text`` keeps a changing title inside the room laid out for it.
+- ``readout.py``: the words of the readouts and the figure's title (an estimate with its 95 %
+  binomial interval while a slider moves, then the full test set; parameters and FLOPs).
+- ``flops.py``: :class:`RankFlops`, FLOPs per image at any ranks from ``count_flops`` counts made
+  once per model.
 
 The figures are drawn by :mod:`smoothviz.plots` helpers (``plot_spectrum``, ``plot_kept_ranks``,
 ``plot_kept_weights``); an explorer only updates, in place, the artists that change.
+
+An explorer's choice leaves with it: :meth:`Explorer.settings` (a dict), :meth:`Explorer.save`
+(the compressed model via ``save_compressed``, and the settings beside it) and the Save button.
 
 An exception in a callback is shown in the widget's status line instead of being lost in the kernel
 log. Every callback can be driven from plain Python by setting a widget's ``.value``; with
@@ -47,6 +55,7 @@ _LAZY = {
     "IncrementalEvaluator": "smoothviz.explore.incremental",
     "CacheInfo": "smoothviz.explore.input_set",
     "LiveFigure": "smoothviz.explore.live_figure",
+    "RankFlops": "smoothviz.explore.flops",
 }
 
 

@@ -6,20 +6,29 @@ modules it replaces, how to install it into an :class:`~smoothviz.explore.increm
 IncrementalEvaluator`, which artists of its figure change); this class turns every user move into
 one measurement and keeps the readouts, the status line and the figure in step:
 
-- **Debounce.** A move is measured at once on the drag subset; once the controls have been still
-  for ``settle_seconds``, the full test set is measured (:meth:`Explorer.settle`).
+- **Debounce.** A move is measured at once on the drag subset, and the readout and the figure mark
+  that number as an estimate with its 95 % binomial interval and say when the full test set
+  follows; once the controls have been still for ``settle_seconds``, the full test set is measured
+  (:meth:`Explorer.settle`).
 - **Stepwise release.** That full measurement runs one batch per event-loop turn, so the next move
   is handled at once and abandons it; a long one shows its progress in the readout.
 - **Errors where the user looks.** An exception in a callback goes to the status line.
+- **Taking the choice away.** :meth:`Explorer.settings` (the choice as a dict),
+  :meth:`Explorer.save` (the compressed model and its settings) and the Save button.
+- **Progress.** The synchronous full measurements (the first one, :meth:`Explorer.summary`, ...)
+  show a notebook progress bar in a live notebook (:mod:`smoothviz.progress`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import json
+import re
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
@@ -30,14 +39,27 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from smoothviz._validation import check_int, check_number
+from smoothviz.atomic import atomic_write_text
+from smoothviz.compress.serialize import save_compressed
 from smoothviz.data import ImageData
 from smoothviz.errors import error_text
 from smoothviz.explore.incremental import IncrementalEvaluator
-from smoothviz.explore.live_figure import LiveFigure
+from smoothviz.explore.live_figure import LiveFigure, fit_text
+from smoothviz.explore.readout import (
+    accuracy_html,
+    measurement_title,
+    seconds_text,
+    size_html,
+)
 from smoothviz.measure import count_params
+from smoothviz.progress import progress_bar
 
 FIGURE_DPI = 90
 PROGRESS_SECONDS = 0.5  # a full-set measurement this long shows its progress
+TITLE_POINTS = 10.0  # the figure's title: its font size
+SLIDER_STEP = 0.005  # reduction sliders: 0.5 % per key press, 190 steps over the range
+SLIDER_FORMAT = ".1%"  # ... shown with one decimal, as settings() rounds them
+DEFAULT_SAVE_DIR = "compressed_models"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -78,9 +100,21 @@ class Explorer:
         Seed of the drag subset.
     cache_mb
         Memory for cached activations per model, in MiB (0: none); deeper layers first.
+    arch
+        Keyword arguments of :func:`smoothviz.models.build_model` that build the models'
+        architecture, recorded by :meth:`save` so that
+        :func:`~smoothviz.compress.serialize.load_compressed` rebuilds a saved model on its own;
+        ``None``: loading needs ``base=`` (the uncompressed model).
+    save_dir
+        Folder the Save button writes into (relative paths from the working directory: a
+        notebook's own folder, and the grid point's folder in a batch report).
+    progress
+        Progress bars for the synchronous full measurements: ``None`` shows them in a live
+        notebook only (:func:`smoothviz.progress.progress_enabled`).
     """
 
     _figsize: tuple[float, float] = (6.5, 3.0)  # inches; subclasses set their own
+    _title_lines = 3  # lines laid out for the figure's title (the longest words wrapped)
 
     def __init__(
         self,
@@ -91,6 +125,9 @@ class Explorer:
         settle_seconds: float | None = 0.4,
         seed: int = 0,
         cache_mb: float = 512.0,
+        arch: Mapping[str, Any] | None = None,
+        save_dir: str | Path = DEFAULT_SAVE_DIR,
+        progress: bool | None = None,
     ) -> None:
         if isinstance(models, nn.Module):
             models = {"model": models}
@@ -107,6 +144,18 @@ class Explorer:
         self.data = data
         self.settle_seconds = settle_seconds
         self.cache_mb = check_number("cache_mb", cache_mb, low=0)
+        if arch is not None and not isinstance(arch, Mapping):
+            raise TypeError(f"arch must be None or a dict of build_model arguments, got {arch!r}")
+        if not isinstance(save_dir, (str, Path)):
+            raise TypeError(f"save_dir must be a folder path, got {save_dir!r}")
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be None, True or False, got {progress!r}")
+        self.arch = None if arch is None else dict(arch)
+        self.save_dir = Path(save_dir)
+        self.progress = progress
+        # Seconds per image of the last warm measurement of each kind ("full", "drag"): what the
+        # readout's "the full test set follows in about N s" is estimated from.
+        self._seconds_per_image: dict[str, float] = {}
         n_test = len(data.y_test)
         self._x_full, self._y_full = data.x_test, data.y_test
         # The drag subset; None when it would be the whole test split (then one evaluation does).
@@ -127,11 +176,20 @@ class Explorer:
         self.params_label = W.HTML(value="parameters: …")
         self.status = W.HTML(value="")
         self.image = W.Image(format="png", layout=W.Layout(min_height="260px"))
+        self.save_button = W.Button(
+            description="Save",
+            icon="save",
+            tooltip="write the compressed model and its settings into the save folder",
+        )
+        self.saved_label = W.HTML(value="")
+        self.save_button.on_click(self._save_clicked)
         # Stable hooks for styling and for the browser test.
         self.accuracy_label.add_class("smoothviz-accuracy")
         self.params_label.add_class("smoothviz-params")
         self.status.add_class("smoothviz-status")
         self.image.add_class("smoothviz-figure")
+        self.save_button.add_class("smoothviz-save")
+        self.saved_label.add_class("smoothviz-saved")
 
     # ------------------------------------------------------------------ to be provided by subclasses
     def compressed_model(self) -> nn.Module:  # pragma: no cover - abstract
@@ -162,6 +220,15 @@ class Explorer:
         """The changing artists, flat (what the live figure redraws)."""
         raise NotImplementedError
 
+    def _flops(self) -> tuple[int, int, bool] | None:
+        """FLOPs per image of the current choice and of the uncompressed model, and whether the
+        choice holds zeroed weights that dense kernels still run (None: not counted)."""
+        return None
+
+    def _save_stem(self) -> str:
+        """The file name (without suffix) the Save button writes the current choice under."""
+        return self.model_select.value
+
     # ------------------------------------------------------------------ shared behaviour
     @property
     def model(self) -> nn.Module:
@@ -181,15 +248,37 @@ class Explorer:
             self._evaluators[name] = ev
         return self._evaluators[name]
 
-    def measure(self, full: bool = True) -> dict[str, Any]:
-        """Compress as the widgets say, then measure accuracy (full test set or drag subset)."""
+    def measure(self, full: bool = True, *, progress: bool = False) -> dict[str, Any]:
+        """Compress as the widgets say, then measure accuracy (full test set or drag subset).
+
+        With ``progress=True`` a full-set measurement shows a progress bar where the explorer's
+        ``progress`` says so (in a live notebook, by default).
+        """
         self._cancel_release()
+        warm = self.model_select.value in self._evaluators  # a first evaluation builds, slower
         steps, params, full = self._start_measure(full)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return self._record(done.value, params, full)
+        start = time.monotonic()
+        n = len(self._y_full) if full else len(self._drag[1])
+        show = self.progress if progress and full else False
+        with progress_bar(n, "measuring the test set", progress=show, unit="img") as bar:
+            while True:
+                try:
+                    fraction = next(steps)
+                except StopIteration as done:
+                    metrics = done.value
+                    break
+                bar.update(round(fraction * n) - bar.n)
+            bar.update(n - bar.n)  # the last batch yields nothing; a full bar closes cleanly
+        result = self._record(metrics, params, full)
+        if warm:
+            self._seconds_per_image["full" if full else "drag"] = (time.monotonic() - start) / n
+        return result
+
+    def full_seconds(self) -> float | None:
+        """About how long the full test set takes to measure now: from the last warm full
+        measurement, else scaled up from the last drag measurement (None before either)."""
+        per_image = self._seconds_per_image.get("full", self._seconds_per_image.get("drag"))
+        return None if per_image is None else per_image * len(self._y_full)
 
     def _start_measure(self, full: bool):
         """Install the current choice; the evaluation as steps, the parameter count, fullness."""
@@ -209,6 +298,14 @@ class Explorer:
             "total_params": total,
             "param_reduction": 1.0 - params / total,
         }
+        flops = self._flops()
+        if flops is not None:
+            result.update(
+                flops=flops[0],
+                total_flops=flops[1],
+                flop_reduction=1.0 - flops[0] / flops[1],
+                sparse=flops[2],
+            )
         self.last = result
         return result
 
@@ -230,20 +327,77 @@ class Explorer:
         self._refresh(artists)
         return live.png()
 
+    def _title(self, fig: Figure, text: str) -> str:
+        """``text`` fitted to the room the figure's title was laid out with (never clipped)."""
+        return fit_text(text, fig, fontsize=TITLE_POINTS, lines=self._title_lines)
+
+    def _measurement_words(self) -> str:
+        return measurement_title(self.last) if "error" not in self.last else "measuring…"
+
     def snapshot(self) -> Image:
         """The current figure as a PNG image: a static record that shows in any notebook output."""
         if not self.last.get("full") or "error" in self.last:
-            self.update(full=True)
+            self.update(full=True, progress=True)
         return Image(data=self._figure_png())
 
     def settings(self) -> dict[str, Any]:
-        """The current choice in words (overridden by subclasses)."""
+        """The current choice as a dict (subclasses add their controls), reductions rounded to
+        what the sliders show."""
         return {"model": self.model_select.value}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the current choice's compressed model and, beside it, its settings.
+
+        ``path`` (the state_dict) and its structure sidecar ``<stem>.json`` come from
+        :func:`~smoothviz.compress.serialize.save_compressed` (with the explorer's ``arch`` and
+        :meth:`settings` as metadata); ``<stem>.settings.json`` holds :meth:`settings` and the
+        latest measurement (``"full": false`` marks a drag-subset estimate). Every file is
+        written atomically. Load the model with
+        :func:`~smoothviz.compress.serialize.load_compressed` (``base=`` the uncompressed model
+        when the explorer has no ``arch``).
+
+        Returns
+        -------
+        Path
+            The state_dict path.
+        """
+        path = Path(path)
+        settings = self.settings()
+        model = self.compressed_model()
+        pt = save_compressed(model, path, arch=self.arch, metadata=settings)
+        record = {
+            "model_file": pt.name,
+            "settings": settings,
+            "measurement": {k: v for k, v in self.last.items() if k != "error"},
+        }
+        atomic_write_text(pt.with_name(f"{pt.stem}.settings.json"), json.dumps(record, indent=1))
+        return pt
+
+    def _save_clicked(self, _button: Any = None) -> None:
+        """The Save button: :meth:`save` into ``save_dir``; the written path is shown beside it."""
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self._save_stem()).strip("_") or "choice"
+        try:
+            pt = self.save(self.save_dir / f"{stem}.pt")
+        except Exception as exc:  # shown in the widget, where the user is looking
+            self._fail_text(error_text(exc))
+            return
+        where = html.escape(str(pt.resolve()))
+        self.saved_label.value = (
+            f"saved <code>{where}</code> (structure: <code>{html.escape(pt.stem)}.json</code>, "
+            f"settings: <code>{html.escape(pt.stem)}.settings.json</code>)"
+        )
+
+    def _readouts(self) -> W.VBox:
+        """The accuracy and size readouts, full width below the controls."""
+        return W.VBox([self.accuracy_label, self.params_label])
+
+    def _save_row(self) -> W.HBox:
+        return W.HBox([self.save_button, self.saved_label])
 
     def summary(self) -> pd.DataFrame:
         """One row: the current choice and its measurement on the full test set."""
         if not self.last.get("full") or "error" in self.last:
-            self.update(full=True)
+            self.update(full=True, progress=True)
         if "error" in self.last:
             raise RuntimeError(self.last["error"])
         if self.choice_error:
@@ -251,15 +405,10 @@ class Explorer:
         return pd.DataFrame([{**self.settings(), **self.last}])
 
     def _show(self, result: dict[str, Any]) -> None:
-        where = "full test set" if result["full"] else "subset while moving"
-        self.accuracy_label.value = (
-            f"<b>test accuracy: {100 * result['test_acc']:.2f} %</b> "
-            f"({where}, {result['n_test']} images)"
+        self.accuracy_label.value = accuracy_html(
+            result, len(self._y_full), self.full_seconds(), self.settle_seconds
         )
-        self.params_label.value = (
-            f"parameters: <b>{result['params']:,}</b> of {result['total_params']:,} "
-            f"({100 * result['param_reduction']:.1f} % fewer)"
-        )
+        self.params_label.value = size_html(result)
 
     def _draw(self) -> None:
         self.image.value = self._figure_png()
@@ -280,10 +429,10 @@ class Explorer:
             f"<pre style='color:#b00020;white-space:pre-wrap;margin:0'>{html.escape(text)}</pre>"
         )
 
-    def update(self, full: bool = True) -> None:
+    def update(self, full: bool = True, *, progress: bool = False) -> None:
         """Measure, refresh the readouts and the figure; errors go to the status line."""
         try:
-            self._finish(self.measure(full=full))
+            self._finish(self.measure(full=full, progress=progress))
         except Exception as exc:  # shown in the widget, where the user is looking
             self._fail(exc)
 
@@ -304,8 +453,11 @@ class Explorer:
             return
         self._cancel_timer()
         self._cancel_release()
+        if not settle:  # the first measurement: the full set at once, a progress bar if slow
+            self.update(full=True, progress=True)
+            return
         loop = _running_loop()
-        if self.settle_seconds is None or self._drag is None or loop is None or not settle:
+        if self.settle_seconds is None or self._drag is None or loop is None:
             self.update(full=True)  # nothing to wait for (plain Python, or no smaller subset)
             return
         self.update(full=False)
@@ -339,7 +491,7 @@ class Explorer:
         loop = _running_loop() if stepwise else None
         if loop is None:
             self._cancel_release()
-            self.update(full=True)
+            self.update(full=True, progress=True)
             return
         self._start_release(loop)
 
@@ -356,17 +508,18 @@ class Explorer:
         except Exception as exc:
             self._fail(exc)
             return
-        self._release = (steps, params, loop, self.accuracy_label.value)
+        self._release = (steps, params, loop, self.accuracy_label.value, time.monotonic())
         self._release_shown = time.monotonic()
         self._release_handle = loop.call_soon(self._release_step)
 
     def _release_step(self) -> None:
-        steps, params, loop, label = self._release
+        steps, params, loop, label, started = self._release
         self._release_handle = None
         try:
             fraction = next(steps)
         except StopIteration as done:
             self._release = None
+            self._seconds_per_image["full"] = (time.monotonic() - started) / len(self._y_full)
             try:
                 self._finish(self._record(done.value, params, True))
             except Exception as exc:
@@ -376,10 +529,14 @@ class Explorer:
             self._release = None
             self._fail(exc)
             return
-        if time.monotonic() - self._release_shown > PROGRESS_SECONDS:  # a long one: say so
-            self._release_shown = time.monotonic()
+        now = time.monotonic()
+        if now - self._release_shown > PROGRESS_SECONDS:  # a long one: say so, and how long
+            self._release_shown = now
             n = len(self._y_full)
-            self.accuracy_label.value = f"{label} · measuring all {n:,} images: {fraction:.0%}"
+            left = (now - started) * (1 - fraction) / max(fraction, 1e-9)
+            self.accuracy_label.value = (
+                f"{label} · measuring all {n:,} images: {fraction:.0%}, {seconds_text(left)} left"
+            )
         self._release_handle = loop.call_soon(self._release_step)
 
     def _cancel_release(self) -> None:

@@ -6,11 +6,16 @@ never changes. :class:`LiveFigure` renders the figure once, freezes its layout, 
 background without the changing ("animated") artists, and on every :meth:`~LiveFigure.png` pastes
 that background and draws only those artists on top (matplotlib's blitting), then encodes the
 pixels with Pillow's fast PNG setting.
+
+Because the layout is frozen after the first drawing, a text that changes must never need more
+room than it had then: :func:`fit_text` wraps it to the figure's width and pads it to a fixed
+number of lines, so every state of the title fits the space laid out for the first.
 """
 
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Iterable
 
 import numpy as np
@@ -18,6 +23,24 @@ from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+# Width of an average character over the font size (DejaVu Sans: digits 0.64, lower case about 0.55);
+# taken high, and only 92 % of the figure's width is used, so that a wrapped line always fits.
+_CHAR_EM = 0.62
+
+
+def fit_text(text: str, figure: Figure, *, fontsize: float, lines: int) -> str:
+    """``text`` wrapped to ``figure``'s width at ``fontsize`` points, as exactly ``lines`` lines.
+
+    Shorter texts are padded with blank lines (the layout keeps the same room for every state);
+    a longer one is cut, its last line ending in "…".
+    """
+    chars = max(20, int(figure.get_figwidth() * 72 * 0.92 / (_CHAR_EM * fontsize)))
+    out = textwrap.wrap(text, chars) or [""]
+    if len(out) > lines:
+        out = out[:lines]
+        out[-1] = out[-1][: chars - 1] + "…"
+    return "\n".join(out + [" "] * (lines - len(out)))
 
 
 class LiveFigure:

@@ -3,7 +3,8 @@
 Each move prunes a copy of the model (:data:`PRUNE_METHODS`: global magnitude pruning, or
 structured channel pruning by BatchNorm scale) and swaps into the model's
 :class:`~smoothviz.explore.incremental.IncrementalEvaluator` only the modules that differ from
-the ones installed.
+the ones installed. FLOPs per image are counted once per distinct structure of the pruned model
+(magnitude pruning keeps the structure, so it is counted once per model).
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ from torch import nn
 from smoothviz.compress.prune import prune_channels, prune_magnitude
 from smoothviz.compress.targets import renamed_keyword
 from smoothviz.data import ImageData
-from smoothviz.explore.base import Explorer
+from smoothviz.explore.base import (
+    DEFAULT_SAVE_DIR,
+    SLIDER_FORMAT,
+    SLIDER_STEP,
+    TITLE_POINTS,
+    Explorer,
+)
 from smoothviz.explore.incremental import IncrementalEvaluator
 from smoothviz.layers import select_layers
-from smoothviz.measure import count_params
+from smoothviz.measure import count_flops, count_params
 from smoothviz.notebook_params import SLIDER_MAX, check_slider_fraction
 from smoothviz.plots import plot_kept_weights
 
@@ -51,14 +58,15 @@ class PruneExplorer(Explorer):
     param_reduction
         Initial fraction of the whole model's parameters to remove (``ratio=`` is its old name,
         accepted for one release with a ``DeprecationWarning``).
-    drag_subset, settle_seconds, seed, cache_mb
+    drag_subset, settle_seconds, seed, cache_mb, arch, save_dir, progress
         As for :class:`RankExplorer`.
 
     Attributes
     ----------
     reduction, method
-        The controls (``ratio`` is the old name of ``reduction``); ``accuracy_label``, ``params_label``, ``status``, ``image`` and ``widget`` as
-        for :class:`RankExplorer`.
+        The controls (``ratio`` is the old name of ``reduction``; steps of 0.5 %);
+        ``accuracy_label``, ``params_label``, ``status``, ``image``, ``save_button``,
+        ``saved_label`` and ``widget`` as for :class:`RankExplorer`.
     """
 
     def __init__(
@@ -73,6 +81,9 @@ class PruneExplorer(Explorer):
         settle_seconds: float | None = 0.4,
         seed: int = 0,
         cache_mb: float = 512.0,
+        arch: Mapping[str, Any] | None = None,
+        save_dir: Any = DEFAULT_SAVE_DIR,
+        progress: bool | None = None,
     ) -> None:
         param_reduction = renamed_keyword(
             "PruneExplorer", "ratio", "param_reduction", ratio, param_reduction
@@ -86,6 +97,9 @@ class PruneExplorer(Explorer):
             settle_seconds=settle_seconds,
             seed=seed,
             cache_mb=cache_mb,
+            arch=arch,
+            save_dir=save_dir,
+            progress=progress,
         )
         self.layers = layers
         self._layer_names = [n for n, _ in select_layers(next(iter(self.models.values())), layers)]
@@ -93,11 +107,11 @@ class PruneExplorer(Explorer):
             value=param_reduction,
             min=0.0,
             max=SLIDER_MAX,
-            step=0.01,
+            step=SLIDER_STEP,
             description="reduction",
-            readout_format=".0%",
+            readout_format=SLIDER_FORMAT,
             continuous_update=True,
-            layout=W.Layout(width="420px"),
+            layout=W.Layout(width="640px"),
         )
         self.method = W.Dropdown(options=list(PRUNE_METHODS), description="method")
         for w in (self.reduction, self.method, self.model_select):
@@ -106,14 +120,11 @@ class PruneExplorer(Explorer):
         if len(self.models) > 1:
             controls.insert(0, self.model_select)
         self.widget = W.VBox(
-            [
-                W.HBox([W.VBox(controls), W.VBox([self.accuracy_label, self.params_label])]),
-                self.status,
-                self.image,
-            ]
+            [W.VBox(controls), self._readouts(), self.status, self.image, self._save_row()]
         )
         self.widget.add_class("smoothviz-prune-explorer")
         self._pruned: tuple[Any, nn.Module] | None = None
+        self._structure_flops: dict[tuple, int] = {}  # pruned structure -> FLOPs per image
         self._changed(settle=False)
 
     @property
@@ -122,11 +133,40 @@ class PruneExplorer(Explorer):
         return self.reduction
 
     def settings(self) -> dict[str, Any]:
+        """The current choice: model, pruning method (as the drop-down says it, and the function
+        that prunes) and the target reduction as the slider shows it."""
         return {
             "model": self.model_select.value,
             "method": self.method.value,
-            "target_reduction": self.reduction.value,
+            "pruner": PRUNE_METHODS[self.method.value],
+            "target_reduction": round(self.reduction.value, 3),
         }
+
+    def _save_stem(self) -> str:
+        reached = self.last.get("param_reduction", self.reduction.value)
+        return (
+            f"{self.model_select.value}-{PRUNE_METHODS[self.method.value]}-{100 * reached:.1f}pct"
+        )
+
+    def _flops(self) -> tuple[int, int, bool]:
+        """Counted by ``count_flops`` once per model and per distinct pruned structure (the layer
+        shapes), so a drag that keeps the structure costs nothing."""
+        pruned = self.compressed_model()
+        total = self._count(self.model)
+        return self._count(pruned), total, bool(getattr(pruned, "sparse_parameters", None))
+
+    def _count(self, model: nn.Module) -> int:
+        key = (
+            self.model_select.value,
+            tuple(
+                (n, tuple(m.weight.shape))
+                for n, m in model.named_modules()
+                if isinstance(m, (nn.Conv2d, nn.Linear))
+            ),
+        )
+        if key not in self._structure_flops:
+            self._structure_flops[key] = count_flops(model, self._x_full[:1])
+        return self._structure_flops[key]
 
     def compressed_model(self) -> nn.Module:
         """A pruned copy of the current model at the current ratio and method."""
@@ -146,14 +186,16 @@ class PruneExplorer(Explorer):
         evaluator.load(pruned)  # swaps only the modules that differ from the installed ones
         return count_params(pruned)
 
-    _figsize = (6.5, 3.0)
+    _figsize = (7.0, 4.6)
 
     def _draw_figure(self, fig: Figure) -> dict[str, Any]:
         """Per layer, the fraction of weights that the pruned model keeps."""
         ax = fig.subplots()
         kept = pd.DataFrame({"layer": self._layer_names, "kept_fraction": self._kept_fractions()})
         plot_kept_weights(kept, ax=ax)
-        return {"bars": ax.containers[-1], "title": ax.set_title(" ")}
+        # the measurement, in words; laid out with all its lines, so no state is clipped
+        title = fig.suptitle(self._title(fig, " "), fontsize=TITLE_POINTS)
+        return {"bars": ax.containers[-1], "title": title}
 
     def _kept_fractions(self) -> list[float]:
         """Per layer, the non-zero weights of the pruned model over the weights of the model."""
@@ -170,11 +212,10 @@ class PruneExplorer(Explorer):
 
     def _refresh(self, artists: dict[str, Any]) -> None:
         for bar, fraction in zip(artists["bars"], self._kept_fractions(), strict=True):
-            bar.set_height(fraction)
-        title = f"{self.method.value} at {100 * self.reduction.value:.0f} %"
-        if self.last.get("test_acc") is not None:
-            title += (
-                f": test accuracy {100 * self.last['test_acc']:.2f} % "
-                f"({self.last['n_test']} images)"
-            )
-        artists["title"].set_text(title)
+            bar.set_width(fraction)
+        title = artists["title"]
+        words = (
+            f"{self.model_select.value}, {self.method.value} at "
+            f"{100 * self.reduction.value:.1f} %: {self._measurement_words()}"
+        )
+        title.set_text(self._title(title.figure, words))

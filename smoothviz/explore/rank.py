@@ -1,10 +1,11 @@
 """The rank explorer: choose SVD ranks and watch accuracy, parameter count and the spectrum.
 
 A global parameter-reduction slider (split into per-layer ranks by one of :data:`ALLOCATIONS`), one
-rank slider per layer and a drop-down for the spectrum shown. The SVD of every layer is computed
-once per model (or passed in as ``factors``); moving a slider only slices the cached factors, and
-only the layers whose rank changed are rebuilt in the model's
-:class:`~smoothviz.explore.incremental.IncrementalEvaluator`.
+rank slider per layer (shown as "r / full rank") and a drop-down for the spectrum shown. The SVD of
+every layer is computed once per model (or passed in as ``factors``); moving a slider only slices
+the cached factors, and only the layers whose rank changed are rebuilt in the model's
+:class:`~smoothviz.explore.incremental.IncrementalEvaluator`. FLOPs per image come from a table
+counted once per model (:class:`~smoothviz.explore.flops.RankFlops`), so a move only sums it.
 """
 
 from __future__ import annotations
@@ -27,10 +28,19 @@ from smoothviz.compress.svd import (
 )
 from smoothviz.compress.targets import renamed_keyword
 from smoothviz.data import ImageData
-from smoothviz.explore.base import Explorer
+from smoothviz.explore.base import (
+    DEFAULT_SAVE_DIR,
+    SLIDER_FORMAT,
+    SLIDER_STEP,
+    TITLE_POINTS,
+    Explorer,
+)
+from smoothviz.explore.flops import RankFlops
 from smoothviz.explore.incremental import IncrementalEvaluator
 from smoothviz.notebook_params import SLIDER_MAX, check_slider_fraction
-from smoothviz.plots import DENSE_COLOR, FACTORIZED_COLOR, plot_kept_ranks, plot_spectrum
+from smoothviz.plots import plot_kept_ranks, plot_spectrum
+from smoothviz.plots.layers import place_rank_label, style_rank_bar
+from smoothviz.progress import progress_bar
 
 # Drop-down label -> allocation of smoothviz.compress.rank_allocation.closest_ranks.
 ALLOCATIONS = {
@@ -71,13 +81,19 @@ class RankExplorer(Explorer):
         ``layers`` as well). ``None``: :func:`~smoothviz.compress.svd.svd_factors` of each model.
     cache_mb
         Memory for cached activations per model, in MiB (0: none); deeper layers first.
+    arch, save_dir, progress
+        What :meth:`save` records to rebuild the model, where the Save button writes, and
+        whether slow steps show a progress bar (see :class:`~smoothviz.explore.base.Explorer`).
 
     Attributes
     ----------
     reduction, method, layer_select, rank_sliders
-        The controls (``rank_sliders`` maps layer name to an ``IntSlider``).
+        The controls (``rank_sliders`` maps layer name to an ``IntSlider``; the reduction slider
+        moves in steps of 0.5 %).
     accuracy_label, params_label, status, image
         The readouts, the error line and the figure (an ``Image`` widget updated in place).
+    save_button, saved_label
+        Writes the current choice into ``save_dir`` (:meth:`save`); shows the path written.
     widget
         The whole box, which is also what displaying the explorer shows.
     """
@@ -94,6 +110,9 @@ class RankExplorer(Explorer):
         seed: int = 0,
         factors: Any = None,
         cache_mb: float = 512.0,
+        arch: Mapping[str, Any] | None = None,
+        save_dir: Any = DEFAULT_SAVE_DIR,
+        progress: bool | None = None,
     ) -> None:
         check_slider_fraction("param_reduction", param_reduction)
         super().__init__(
@@ -103,20 +122,24 @@ class RankExplorer(Explorer):
             settle_seconds=settle_seconds,
             seed=seed,
             cache_mb=cache_mb,
+            arch=arch,
+            save_dir=save_dir,
+            progress=progress,
         )
-        self._factors = _resolve_factors(self.models, factors, layers)
+        self._factors = _resolve_factors(self.models, factors, layers, progress=self.progress)
         names = list(next(iter(self._factors.values())))
         self._installed: dict[str, dict[str, int | None]] = {}  # model -> layer -> installed rank
         self._allocations: dict[tuple, dict[str, int]] = {}
+        self._flop_tables: dict[str, RankFlops] = {}
         self.reduction = W.FloatSlider(
             value=param_reduction,
             min=0.0,
             max=SLIDER_MAX,
-            step=0.01,
+            step=SLIDER_STEP,
             description="reduction",
-            readout_format=".0%",
+            readout_format=SLIDER_FORMAT,
             continuous_update=True,
-            layout=W.Layout(width="420px"),
+            layout=W.Layout(width="640px"),
         )
         self.method = W.Dropdown(options=list(ALLOCATIONS), description="method")
         self.layer_select = W.Dropdown(options=names, description="spectrum")
@@ -132,9 +155,15 @@ class RankExplorer(Explorer):
             )
             for name in names
         }
+        # "/ full rank" after each slider's own (editable) readout: the slider reads "r / max".
+        self.rank_max_labels = {
+            name: W.HTML(f"/ {factors[name].max_rank}", layout=W.Layout(width="3.5em"))
+            for name in names
+        }
         self.reduction.add_class("smoothviz-reduction")
-        for slider in self.rank_sliders.values():
+        for name, slider in self.rank_sliders.items():
             slider.add_class("smoothviz-rank-slider")
+            self.rank_max_labels[name].add_class("smoothviz-rank-max")
         self.reduction.observe(self._reduction_changed, names="value")
         self.method.observe(self._reduction_changed, names="value")
         self.model_select.observe(self._reduction_changed, names="value")
@@ -146,14 +175,19 @@ class RankExplorer(Explorer):
             controls.insert(0, self.model_select)
         self.widget = W.VBox(
             [
-                W.HBox([W.VBox(controls), W.VBox([self.accuracy_label, self.params_label])]),
-                W.HTML("<b>rank per layer</b> (moving one overrides the global split)"),
+                W.VBox(controls),
+                self._readouts(),
+                W.HTML("<b>rank per layer</b> (r / full rank; moving one overrides the split)"),
                 W.GridBox(
-                    list(self.rank_sliders.values()),
+                    [
+                        W.HBox([slider, self.rank_max_labels[name]])
+                        for name, slider in self.rank_sliders.items()
+                    ],
                     layout=W.Layout(grid_template_columns="repeat(2, 48%)"),
                 ),
                 self.status,
                 self.image,
+                self._save_row(),
             ]
         )
         self.widget.add_class("smoothviz-rank-explorer")
@@ -218,6 +252,7 @@ class RankExplorer(Explorer):
             for name, slider in self.rank_sliders.items():
                 slider.max = self.factors[name].max_rank
                 slider.value = ranks[name]
+                self.rank_max_labels[name].value = f"/ {slider.max}"
         finally:
             self._syncing = False
         self._changed(settle=settle)
@@ -234,12 +269,27 @@ class RankExplorer(Explorer):
             self._fail(exc)
 
     def settings(self) -> dict[str, Any]:
+        """The current choice: model, how the budget is split (``method`` as the drop-down says
+        it, ``allocation`` in the package's vocabulary), the target reduction as the slider shows
+        it, and every layer's rank (``{layer: rank}``)."""
         return {
             "model": self.model_select.value,
             "method": self.method.value,
-            "target_reduction": self.reduction.value,
-            "ranks": ", ".join(f"{n}:{r}" for n, r in self.ranks.items()),
+            "allocation": ALLOCATIONS[self.method.value],
+            "target_reduction": round(self.reduction.value, 3),
+            "ranks": self.ranks,
         }
+
+    def _save_stem(self) -> str:
+        reached = self.last.get("param_reduction", self.reduction.value)
+        return f"{self.model_select.value}-svd-{100 * reached:.1f}pct"
+
+    def _flops(self) -> tuple[int, int, bool]:
+        name = self.model_select.value
+        if name not in self._flop_tables:
+            self._flop_tables[name] = RankFlops(self.model, self.factors, self._x_full[:1])
+        table = self._flop_tables[name]
+        return table.at(self.ranks), table.total, False
 
     def compressed_model(self) -> nn.Module:
         """A compressed copy of the current model at the current ranks (slices cached factors)."""
@@ -273,7 +323,8 @@ class RankExplorer(Explorer):
                 raise
         return factors.params_at(ranks)
 
-    _figsize = (9.5, 3.2)
+    _figsize = (10.0, 4.6)
+    _title_lines = 2
 
     def _figure_key(self) -> Any:
         return (self.model_select.value, self.layer_select.value)
@@ -288,7 +339,8 @@ class RankExplorer(Explorer):
             "line": ax1.lines[-1],  # the rank marker and its label
             "label": ax1.texts[-1],
             "bars": ax2.containers[-1],
-            "title": fig.suptitle(" "),  # the measurement, in words
+            # the measurement, in words; laid out with all its lines, so no state is clipped
+            "title": fig.suptitle(self._title(fig, " "), fontsize=TITLE_POINTS),
         }
 
     def _rank_frame(self) -> pd.DataFrame:
@@ -314,29 +366,29 @@ class RankExplorer(Explorer):
         factors, ranks = self.factors, self.ranks
         rank = ranks[self.layer_select.value]
         artists["line"].set_xdata([rank, rank])
-        artists["label"].xy = (rank, 1)
-        artists["label"].set_text(f"r={rank}")
+        place_rank_label(artists["label"], rank)
         for bar, (name, r) in zip(artists["bars"], ranks.items(), strict=True):
             f = factors[name]
-            bar.set_height(r / f.max_rank)
-            bar.set_color(FACTORIZED_COLOR if f.factorizes_at(r) else DENSE_COLOR)
-        text = f"{self.model_select.value}: measuring…"
-        if self.last.get("test_acc") is not None:
-            text = (
-                f"{self.model_select.value}: test accuracy "
-                f"{100 * self.last['test_acc']:.2f} % at "
-                f"{100 * self.last['param_reduction']:.1f} % fewer parameters "
-                f"({self.last['n_test']} test images)"
-            )
-        artists["title"].set_text(text)
+            style_rank_bar(bar, r / f.max_rank, f.factorizes_at(r))
+        title = artists["title"]
+        words = f"{self.model_select.value}: {self._measurement_words()}"
+        title.set_text(self._title(title.figure, words))
 
 
-def _resolve_factors(models: Mapping[str, nn.Module], factors: Any, layers: Any) -> dict:
-    """``{model name: factors}`` from RankExplorer's ``factors`` argument, checked."""
+def _resolve_factors(
+    models: Mapping[str, nn.Module], factors: Any, layers: Any, *, progress: bool | None = None
+) -> dict:
+    """``{model name: factors}`` from RankExplorer's ``factors`` argument, checked; computed
+    factors show a progress bar over the models where ``progress`` says so."""
     if factors is not None and layers is not None:
         raise TypeError("pass layers or factors (whose keys are the layers), not both")
-    if factors is None:
-        resolved = {name: svd_factors(m, layers) for name, m in models.items()}
+    if factors is None or (callable(factors) and not isinstance(factors, Mapping)):
+        compute = (lambda m: svd_factors(m, layers)) if factors is None else factors
+        resolved = {}
+        with progress_bar(len(models), "factors", progress=progress, unit="model") as bar:
+            for name, m in models.items():
+                resolved[name] = compute(m)
+                bar.update()
     elif hasattr(factors, "params_at"):  # one factors object
         if len(models) != 1:
             raise ValueError(
@@ -350,8 +402,6 @@ def _resolve_factors(models: Mapping[str, nn.Module], factors: Any, layers: Any)
                 f"factors: keys {sorted(factors)} must be the model names {sorted(models)}"
             )
         resolved = {name: factors[name] for name in models}
-    elif callable(factors):
-        resolved = {name: factors(m) for name, m in models.items()}
     else:
         raise TypeError(
             "factors must be None, an SVDFactors, {model name: SVDFactors} or a function "

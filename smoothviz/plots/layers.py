@@ -1,7 +1,12 @@
 """Per-layer pictures of a model: weights, singular-value spectra, roughness, kept ranks and weights.
 
 :func:`plot_spectrum`, :func:`plot_kept_ranks` and :func:`plot_kept_weights` are what the explorers
-(:mod:`smoothviz.explore`) draw; they update the bars and the rank marker in place afterwards.
+(:mod:`smoothviz.explore`) draw; they update the bars and the rank marker in place afterwards
+(:func:`place_rank_label` keeps a moved rank label inside its axes).
+
+Labels are laid out so that none is clipped or drawn over another: the per-layer bars are
+horizontal (one layer name per row, never slanted into its neighbours), a rank label sits on the
+side of its line that has room, and :func:`spectra_grid` has one legend for the whole figure.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import seaborn as sns
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from torch import nn
 
 from smoothviz.layers import matrix_view
@@ -108,6 +115,7 @@ def plot_spectra(
     y: str = "sigma_normalized",
     ranks: int | Mapping[str, int] | pd.DataFrame | None = None,
     ax: Axes | None = None,
+    legend: bool = True,
     **style: Any,
 ) -> Axes:
     """Singular-value spectrum (or energy curve) of one layer, trainings overlaid.
@@ -124,6 +132,8 @@ def plot_spectra(
     ranks
         The chosen rank(s) to mark with vertical lines: an int, ``{layer: rank}``, or a
         :func:`smoothviz.analysis.chosen_ranks` frame (one line per training, in its colour).
+    legend
+        Draw the trainings' legend in this Axes (:func:`spectra_grid` draws one for the figure).
     **style
         Passed to :meth:`matplotlib.axes.Axes.plot`.
     """
@@ -144,7 +154,7 @@ def plot_spectra(
     for colour, training in zip(sns.color_palette(n_colors=len(trainings)), trainings):
         part = df if training is None else df[df[hue] == training]
         ax.plot(part["index"], part[y], color=colour, label=training, **style)
-    if hue:
+    if hue and legend:
         ax.legend(title=hue)
     if y != "cumulative_energy":
         ax.set_yscale("log")
@@ -167,20 +177,43 @@ def _mark_ranks(ax: Axes, ranks: Any, layer: str, hue_order: list[str] | None) -
     else:
         marks = [(None, int(ranks))]
     palette = sns.color_palette(n_colors=max(len(hue_order or []), 1))
+    # Every label on one side of the outermost line, so that no label crosses another's line.
+    ranks_marked = [rank for _, rank in marks]
+    lo, hi = ax.get_xlim()
+    right = bool(marks) and (max(ranks_marked) - lo) <= 0.6 * (hi - lo)
     for i, (training, rank) in enumerate(marks):
         colour = "0.3"
         if training is not None and hue_order and training in hue_order:
             colour = palette[hue_order.index(training)]
         ax.axvline(rank, color=colour, linestyle="--", linewidth=1)
-        ax.annotate(
-            f"r={rank}",
+        label = ax.annotate(
+            "",
             xy=(rank, 1),
             xycoords=("data", "axes fraction"),
             color=colour,
-            xytext=(3, -12 - 11 * i),
+            xytext=(3, -12),
             textcoords="offset points",
             fontsize="small",
         )
+        anchor = max(ranks_marked) if right else min(ranks_marked)
+        place_rank_label(label, rank, row=i, anchor=anchor)
+
+
+def place_rank_label(label: Any, rank: int, *, row: int = 0, anchor: float | None = None) -> None:
+    """Put a rank mark's ``"r=…"`` label (an ``Annotation`` at the top of the axes) beside its
+    line, on the side with room: right of the line in the left 60 % of the axes, left of it beyond,
+    so the label never runs past the axes' edge.
+
+    ``row`` stacks several marks' labels; ``anchor`` (default ``rank``) is the x the label sits
+    beside, e.g. the outermost of several lines, so that no label crosses another's line.
+    """
+    x = rank if anchor is None else anchor
+    lo, hi = label.axes.get_xlim()
+    right = (x - lo) <= 0.6 * (hi - lo)
+    label.xy = (x, 1)
+    label.set_text(f"r={rank}")
+    label.set_horizontalalignment("left" if right else "right")
+    label.xyann = (3 if right else -3, -12 - 11 * row)
 
 
 def spectra_grid(
@@ -188,27 +221,57 @@ def spectra_grid(
     *,
     y: str = "sigma_normalized",
     ranks: Mapping[str, int] | pd.DataFrame | None = None,
+    layers: Sequence[str] | None = None,
     ncols: int = 3,
     size: float = 3.2,
 ) -> Figure:
-    """One :func:`plot_spectra` panel per layer, in a grid; returns the Figure."""
+    """One :func:`plot_spectra` panel per layer, in a grid, with one legend for the whole figure.
+
+    Parameters
+    ----------
+    spectra, y, ranks
+        As for :func:`plot_spectra`.
+    layers
+        The layers to draw, in this order (``None``: every layer in the frame); e.g. the layers
+        a budget cuts most, :func:`smoothviz.analysis.layers_cut_most`.
+    ncols, size
+        Panels per row, and each panel's height in inches.
+
+    Returns
+    -------
+    Figure
+        The figure; its legend (above the panels) names the trainings and the rank marks.
+    """
     require_columns(spectra, ["layer"], "spectra_grid")
-    layers = list(dict.fromkeys(spectra["layer"]))
+    present = list(dict.fromkeys(spectra["layer"]))
+    if layers is None:
+        layers = present
+    else:
+        layers = list(layers)
+        missing = [name for name in layers if name not in present]
+        if missing or not layers:
+            raise ValueError(
+                f"spectra_grid: layers {missing or layers} are not in the frame; it has {present}"
+            )
     ncols = max(1, min(ncols, len(layers)))
     nrows = math.ceil(len(layers) / ncols)
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(size * ncols * 1.2, size * nrows),
+        figsize=(size * ncols * 1.2, size * nrows + 0.5),
         squeeze=False,
         layout="constrained",
     )
     for ax, layer in zip(axes.flat, layers):
-        plot_spectra(spectra, layer, y=y, ranks=ranks, ax=ax)
-        if ax is not axes.flat[0] and ax.get_legend() is not None:
-            ax.get_legend().remove()
+        plot_spectra(spectra, layer, y=y, ranks=ranks, ax=ax, legend=False)
     for ax in axes.flat[len(layers) :]:
         ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if ranks is not None:
+        handles.append(Line2D([], [], color="0.3", linestyle="--", linewidth=1))
+        labels.append("rank chosen (r=…)")
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncols=len(handles), frameon=False)
     return fig
 
 
@@ -290,16 +353,35 @@ def plot_spectrum(
     return plot_spectra(spectrum, layer, ranks=ranks, ax=ax, **style)
 
 
-def _layer_bars(ax: Axes, layers: Sequence[str], heights: Sequence[float], color: Any) -> None:
-    """One bar per layer on a [0, 1] axis, the layer names slanted below."""
+def _layer_bars(ax: Axes, layers: Sequence[str], widths: Sequence[float], color: Any) -> None:
+    """One horizontal bar per layer on a [0, 1] axis, the first layer on top, its name beside it
+    (horizontal names never overlap their neighbours the way slanted ones below bars do)."""
     positions = range(len(layers))
-    ax.bar(positions, list(heights), color=color)
-    ax.set_xticks(positions, list(layers), rotation=45, ha="right", fontsize="small")
-    ax.set_ylim(0, 1)
+    ax.barh(positions, list(widths), color=color, height=0.7)
+    ax.set_yticks(positions, list(layers), fontsize="x-small" if len(layers) > 12 else "small")
+    ax.set_ylim(len(layers) - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+
+
+# How plot_kept_ranks draws a layer left dense (an explorer restyles its bars in place with it).
+DENSE_HATCH = "////"
+
+
+def style_rank_bar(bar: Any, fraction: float, factorized: bool) -> None:
+    """Set one bar of :func:`plot_kept_ranks`: width ``rank / full rank`` and blue where the layer
+    is factorised; full width, grey and hatched where it stays dense (the whole layer is kept)."""
+    bar.set_width(fraction if factorized else 1.0)
+    bar.set_facecolor(FACTORIZED_COLOR if factorized else DENSE_COLOR)
+    bar.set_hatch(None if factorized else DENSE_HATCH)
+    bar.set_edgecolor("white" if not factorized else FACTORIZED_COLOR)
 
 
 def plot_kept_ranks(ranks: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
-    """Per layer, the kept rank as a fraction of the full rank; grey where the layer stays dense.
+    """Per layer, the kept rank as a fraction of the full rank; layers left dense drawn apart.
+
+    A layer whose rank is above its break-even rank stays dense (two factors would hold more
+    weights than the layer): its bar is full width, grey and hatched, since the whole layer is
+    kept. The legend above the bars names both kinds.
 
     Parameters
     ----------
@@ -311,7 +393,8 @@ def plot_kept_ranks(ranks: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
     Returns
     -------
     Axes
-        The Axes drawn into; its last container holds the bars, one per row in order.
+        The Axes drawn into; its last container holds the (horizontal) bars, one per row in
+        order, the first row on top.
     """
     require_columns(ranks, ["layer", "rank", "full_rank"], "plot_kept_ranks")
     if "training" in ranks.columns and ranks["training"].nunique() > 1:
@@ -321,14 +404,28 @@ def plot_kept_ranks(ranks: pd.DataFrame, *, ax: Axes | None = None) -> Axes:
         )
     factorized = ranks["factorized"] if "factorized" in ranks.columns else [True] * len(ranks)
     ax = axes_or_new(ax)
-    _layer_bars(
-        ax,
-        ranks["layer"],
-        ranks["rank"] / ranks["full_rank"],
-        [FACTORIZED_COLOR if f else DENSE_COLOR for f in factorized],
+    fractions = list(ranks["rank"] / ranks["full_rank"])
+    _layer_bars(ax, ranks["layer"], fractions, FACTORIZED_COLOR)
+    for bar, fraction, f in zip(ax.containers[-1], fractions, factorized, strict=True):
+        style_rank_bar(bar, fraction, bool(f))
+    ax.set_xlabel("kept rank / full rank")
+    ax.legend(
+        handles=[
+            Patch(facecolor=FACTORIZED_COLOR, label="factorised at that rank"),
+            Patch(
+                facecolor=DENSE_COLOR,
+                hatch=DENSE_HATCH,
+                edgecolor="white",
+                label="left dense (factors save nothing)",
+            ),
+        ],
+        loc="lower left",
+        bbox_to_anchor=(0, 1.0),
+        ncols=2,
+        fontsize="x-small",
+        frameon=False,
+        borderaxespad=0.2,
     )
-    ax.set_ylabel("rank / full rank")
-    ax.set_title("kept rank (grey: left dense)")
     return ax
 
 
@@ -348,10 +445,11 @@ def plot_kept_weights(
     Returns
     -------
     Axes
-        The Axes drawn into; its last container holds the bars, one per row in order.
+        The Axes drawn into; its last container holds the (horizontal) bars, one per row in
+        order, the first row on top.
     """
     require_columns(kept, ["layer", "kept_fraction"], "plot_kept_weights")
     ax = axes_or_new(ax)
     _layer_bars(ax, kept["layer"], kept["kept_fraction"], color)
-    ax.set_ylabel("kept weights / original")
+    ax.set_xlabel("kept weights / original")
     return ax

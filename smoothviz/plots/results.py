@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from smoothviz._validation import check_number
 from smoothviz.plots.common import Y_LABELS, axes_or_new, require_columns
@@ -50,7 +50,10 @@ def _reference_lines(
     close = 0.06 * (high - low)
     ys = [float(line.get_ydata()[0]) for line, _, _ in lines]
     for i, (_, text, colour) in enumerate(lines):
-        below = any(ys[i] < y <= ys[i] + close for j, y in enumerate(ys) if j != i)
+        # Below when another line lies just above; of two equal lines, the later one goes below.
+        below = any(
+            ys[i] < y <= ys[i] + close or (y == ys[i] and j < i) for j, y in enumerate(ys) if j != i
+        )
         ax.annotate(
             text,
             xy=(0.99, ys[i]),
@@ -356,5 +359,6 @@ def plot_history(
     hue = "training" if "training" in histories.columns else None
     sns.lineplot(data=histories, x="epoch", y=y, hue=hue, marker="o", ax=ax, **style)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no "1.2"
     ax.set_ylabel(Y_LABELS.get(y, y))
     return ax

@@ -2,7 +2,7 @@
 
 :func:`run_report` is the whole report: :func:`~smoothviz.report.plan.plan` (every check before any
 work), then every notebook of every point executed by papermill into
-``reports/<run-id>/<point>/``, rendered to HTML without its input cells (with its last figure as a
+``reports/<run-id>/<point>/``, rendered to HTML without its input cells (with its headline figure as a
 PNG), and the landing page (:mod:`smoothviz.report.page`) written.
 
 - A failing notebook marks its point and the run failed, its partial output stays linked, the later
@@ -47,36 +47,119 @@ class ReportResult:
     points: list[GridPoint]
 
 
-def _export_html(ipynb: Path, target: Path) -> None:
-    import nbformat
+# nbconvert's lab page without the scripts it fetches from CDNs, none of which these pages need:
+# their text has no LaTeX (MathJax) or diagrams (mermaid), and no widget runs without a kernel
+# (require.js, the widget manager). A widget's output becomes one line saying so; the static
+# figure each notebook draws below it is the record.
+_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{% block html_head_js_requirejs %}{% endblock html_head_js_requirejs %}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block html_head_js_mathjax %}{% endblock html_head_js_mathjax %}
+{% block html_head_js_mermaidjs %}{% endblock html_head_js_mermaidjs %}
+{% block data_widget_view %}<div class="jp-OutputArea-output smoothviz-widget-note"><p><em>An
+interactive widget: it runs in a live notebook only, so this page loads no widget scripts; the
+static figure below shows its state.</em></p></div>{% endblock data_widget_view %}
+"""
+
+
+def offline_html_exporter():
+    """nbconvert's HTML exporter for report pages that open offline: no input cells, and no
+    script fetched from the internet (no MathJax, mermaid, require.js or widget manager)."""
+    import jinja2
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(
-        exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+    return HTMLExporter(
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        extra_loaders=[jinja2.DictLoader({"smoothviz_offline.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="smoothviz_offline.html.j2",
     )
+
+
+def _export_html(ipynb: Path, target: Path) -> None:
+    import nbformat
+
+    exporter = offline_html_exporter()
     body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
     atomic_write_text(target, body)
 
 
+HEADLINE_TAG = "headline-figure"  # the cell whose figure is the notebook's thumbnail
+THUMBNAIL_ASPECT = 0.45  # a thumbnail's height at most this times its width: a tall figure's top
+
+
 def _extract_figure(ipynb: Path, target: Path) -> bool:
-    """Save the last ``image/png`` output of an executed notebook; False when it has none."""
+    """Save an executed notebook's headline figure as a thumbnail (:func:`thumbnail_png`): the
+    ``image/png`` output of the cell tagged :data:`HEADLINE_TAG`, else its first figure; False
+    when it has none."""
     import base64
 
     import nbformat
 
     nb = nbformat.read(ipynb, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [c for c in cells if HEADLINE_TAG in c.get("metadata", {}).get("tags", [])]
     pngs = [
         o["data"]["image/png"]
-        for c in nb.cells
-        if c.cell_type == "code"
+        for c in tagged + cells
         for o in c.get("outputs", [])
         if "image/png" in o.get("data", {})
     ]
     if not pngs:
         return False
-    data = base64.b64decode(pngs[-1])
+    data = thumbnail_png(base64.b64decode(pngs[0]))
     atomic_write(target, lambda f: f.write(data))
     return True
+
+
+def thumbnail_png(data: bytes, aspect: float = THUMBNAIL_ASPECT, pad: int = 6) -> bytes:
+    """A figure cropped to be read small, rather than shrunk whole until nothing can be read.
+
+    Its white margins are cut (``pad`` pixels kept); a figure taller than ``aspect`` times its
+    width keeps its top (a grid's legend and first row of panels), cut at the widest white gap
+    between two rows of panels where there is one. The landing page shows it up to 40rem wide.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageChops
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    ink = ImageChops.difference(image, Image.new("RGB", image.size, "white")).convert("L")
+    box = ink.point(lambda v: 255 if v > 12 else 0).getbbox()  # anti-aliasing is not ink
+    if box is not None:
+        left, top, right, bottom = box
+        box = (
+            max(0, left - pad),
+            max(0, top - pad),
+            min(image.width, right + pad),
+            min(image.height, bottom + pad),
+        )
+        image, ink = image.crop(box), ink.crop(box)
+    inked = np.asarray(ink) > 12
+    if image.height > aspect * image.width:
+        bottom = _gap(inked.any(axis=1), round(aspect * image.width), pad)
+        image = image.crop((0, 0, image.width, bottom))
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def _gap(inked, limit: int, pad: int) -> int:
+    """Where to cut rows of pixels to at most ``limit``: in the widest blank run past a third of
+    ``limit`` (the gap between two rows of panels: rows through an axes are never blank, its
+    spines cross them), ``pad`` pixels into it; at ``limit`` when there is none."""
+    best, start, run = None, None, 0
+    for i in range(limit // 3, min(limit, len(inked))):
+        if inked[i]:
+            start, run = None, 0
+            continue
+        start = i if start is None else start
+        run += 1
+        if best is None or run > best[1]:
+            best = (start, run)
+    return limit if best is None or best[1] < 4 else best[0] + min(pad, best[1] // 2)
 
 
 def kernel_config() -> Any:

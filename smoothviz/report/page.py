@@ -238,8 +238,8 @@ def render_index(
             if nb.figure:
                 target = _e(nb.html or nb.figure)
                 links.append(
-                    f'<br><a href="{target}"><img src="{_e(nb.figure)}" alt="last figure of '
-                    f'{_e(nb.name)}" style="max-width:22rem;max-height:9rem;margin-top:.3rem"></a>'
+                    f'<br><a href="{target}"><img src="{_e(nb.figure)}" alt="headline figure of '
+                    f'{_e(nb.name)}" style="width:40rem;max-width:100%;margin-top:.3rem"></a>'
                 )
             summary.append(
                 [
@@ -285,7 +285,7 @@ command: <code>{_e(meta["command"])}</code></p>
 <h2>Produced by</h2>
 {_table(env_rows, ["", ""])}
 <p>Accuracy is measured on the held-out test split straight after compression, with no gradient
-step (design.md); notebooks show their outputs only, their code is in <code>notebooks/</code>.</p>
+step (docs/methods.md); notebooks show their outputs only, their code is in <code>notebooks/</code>.</p>
 </body></html>
 """
 
