@@ -490,6 +490,9 @@ def data_aware_svd_compress(
             batch_size=batch_size,
         )
         factors.skipped.update(_grouped_skips(model, layers))
+        selected = [n for n, _ in select_layers(model, layers, method="svd")]
+        for n, why in request.probe.not_called(selected).items():  # left out by the probe
+            factors.skipped.setdefault(n, why)
     else:
         missing = [n for n in request.names if n not in factors and n not in factors.skipped]
         if missing:
