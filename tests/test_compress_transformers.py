@@ -90,7 +90,7 @@ def test_split_attention_keeps_the_function_under_the_fast_path(encoder):
         torch.testing.assert_close(split(x), encoder(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["svd", "data_aware"])
+@pytest.mark.parametrize("method", ["svd", pytest.param("data_aware", marks=pytest.mark.slow)])
 def test_svd_methods_factorise_attention_and_the_result_runs(encoder, method, tmp_path):
     calibration = _tokens(64, seed=1)
     state = {k: v.clone() for k, v in encoder.state_dict().items()}
@@ -127,6 +127,7 @@ def test_the_full_rank_split_reproduces_the_encoder(encoder):
         torch.testing.assert_close(small(_tokens()), encoder(_tokens()), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # about 2 s idle: kept out of the inner loop
 def test_encoder_feed_forward_pairs_are_channel_groups(encoder):
     search = find_groups(encoder)
     pairs = {
@@ -149,6 +150,7 @@ def test_encoder_feed_forward_pairs_are_channel_groups(encoder):
             assert small.eval()(_tokens(8, seed=2)).shape == (8, 10)
 
 
+@pytest.mark.slow  # about 2 s idle: kept out of the inner loop
 def test_keeping_every_hidden_unit_reproduces_the_encoder(encoder):
     calibration = _tokens(64, seed=1)
     search = find_groups(encoder)

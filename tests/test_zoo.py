@@ -18,7 +18,8 @@ alexnet and the vgg family (a 9,216- or 25,088-input classifier whose SVD alone 
 the whole zoo here), inception_v3 (needs 75x75 inputs), maxvit_t (needs 224x224 inputs),
 efficientnet_v2, swin_v2, resnext and wide_resnet (their layer types are covered above, at
 several times the cost). Every torchvision case is ``slow`` (CI runs it; the inner loop
-``-m "not slow"`` does not); the MLP and the ``nn.TransformerEncoder`` run in the fast lane.
+``-m "not slow"`` does not), and so are the data-aware methods on the ``nn.TransformerEncoder``;
+the rest of the MLP and Transformer cases run in the fast lane.
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ ZOO = {
     },
     "vit_b_16": (_torchvision("vit_b_16", image_size=32), IMAGE),
 }
-FAST = ("mlp", "transformer_encoder")
+# The inner loop's cases; the data-aware methods on the Transformer take a few seconds each.
+FAST = {("mlp", m) for m in METHODS} | {
+    ("transformer_encoder", m) for m in METHODS if m not in ("svd_data_aware", "interpolative")
+}
 
 _cache: dict[str, tuple] = {}  # the model of the current arch (cases run arch by arch)
 
@@ -123,7 +127,10 @@ def _storage(model: nn.Module) -> set[int]:
 
 CASES = [
     pytest.param(
-        arch, method, id=f"{arch}-{method}", marks=() if arch in FAST else pytest.mark.slow
+        arch,
+        method,
+        id=f"{arch}-{method}",
+        marks=() if (arch, method) in FAST else pytest.mark.slow,
     )
     for arch in ZOO
     for method in METHODS
