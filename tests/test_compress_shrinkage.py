@@ -90,3 +90,29 @@ def test_enough_calibration_gives_no_warning():
         warnings.simplefilter("error", FewRowsWarning)
         small = interpolative_compress(model, torch.randn(256, 16), param_reduction=0.3)
     assert "few_rows" not in small.compression_info
+
+
+@pytest.mark.slow  # one ID of mobilenet_v2 (about a minute on an idle 2-core CPU)
+def test_mobilenet_v2s_last_group_from_64_inputs_stays_close_on_held_out_inputs():
+    # The issue-24 case: the 1,280-channel group feeding the classifier is read after global
+    # pooling, so 64 calibration inputs give it 64 rows.
+    from smoothviz.measure import bn_reestimate
+    from smoothviz.models import build_model
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    model = build_model("torchvision:mobilenet_v2", in_channels=3, num_classes=10)
+    model = bn_reestimate(model, x).eval()  # realistic activation scales
+    gen = torch.Generator().manual_seed(1)
+    calibration = torch.randn(64, 3, 32, 32, generator=gen)
+    held_out = torch.randn(64, 3, 32, 32, generator=gen)
+    with pytest.warns(FewRowsWarning, match="channel groups saw fewer calibration rows"):
+        small = interpolative_compress(
+            model, calibration, channels={"features.18.0": 512}, variant="one_shot"
+        )
+    assert small.features[18][0].out_channels == 512
+    last = small.compression_info["few_rows"]["features.18.0"]
+    assert (last["rows"], last["dims"]) == (64, 1280) and last["shrinkage"] > 0.3
+    with torch.no_grad():
+        want, got = model(held_out), small(held_out)
+    assert float((got - want).norm() / want.norm()) < 0.75
