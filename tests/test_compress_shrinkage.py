@@ -115,4 +115,5 @@ def test_mobilenet_v2s_last_group_from_64_inputs_stays_close_on_held_out_inputs(
     assert (last["rows"], last["dims"]) == (64, 1280) and last["shrinkage"] > 0.3
     with torch.no_grad():
         want, got = model(held_out), small(held_out)
+    # 0.51 measured; 1.74 with the Gram fitted exactly (the shrinkage switched off)
     assert float((got - want).norm() / want.norm()) < 0.75
