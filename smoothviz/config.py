@@ -35,7 +35,7 @@ class TrainConfig(Validated):
     data_root: str | None = documented(
         "folder to read the dataset from (None: its default place)", default=None
     )
-    model: str = documented("resnet18 | cnn | mlp | torchvision:<arch>", default="cnn")
+    model: str = documented("resnet18 | cnn | mlp | vit | torchvision:<arch>", default="cnn")
     width: int | None = documented("base width (None: the model's default)", default=None)
     epochs: int = documented("training epochs", default=8)
     batch_size: int = documented("images per optimiser step", default=128)

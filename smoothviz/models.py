@@ -1,7 +1,9 @@
-"""Model zoo: a CIFAR-style ResNet-18, a small CNN and an MLP, plus torchvision architectures.
+"""Model zoo: a CIFAR-style ResNet-18, a small CNN, an MLP and a small ViT, plus torchvision's.
 
 ``build_model("torchvision:<name>", ...)`` builds a torchvision zoo model with ``weights=None`` (no
 download ever happens) and adapts its first layer to ``in_channels`` when that is not 3.
+``"vit"`` is torchvision's ``VisionTransformer`` in a configuration small enough to train on a
+CPU (:data:`VIT_CONFIG`), for the image size of the data.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from torch import nn
 
 from smoothviz.layers import set_submodule
 
-MODEL_NAMES = ("resnet18", "cnn", "mlp")
-DEFAULT_WIDTH = {"resnet18": 64, "cnn": 32, "mlp": 256}
+MODEL_NAMES = ("resnet18", "cnn", "mlp", "vit")
+DEFAULT_WIDTH = {"resnet18": 64, "cnn": 32, "mlp": 256, "vit": 64}
+# The small ViT: patches of 4x4 pixels (49 tokens on 28x28 images), 6 encoder layers of 4 heads,
+# hidden width ``width`` and MLP width ``mlp_ratio * width`` (ViT-B's ratio).
+VIT_CONFIG = {"patch_size": 4, "num_layers": 6, "num_heads": 4, "mlp_ratio": 4}
 TORCHVISION_PREFIX = "torchvision:"
 
 
@@ -96,6 +101,37 @@ def mlp(in_features: int, num_classes: int = 10, width: int = 256, depth: int = 
     return nn.Sequential(*layers)
 
 
+def small_vit(
+    in_channels: int = 1, num_classes: int = 10, width: int = 64, image_size: int = 28
+) -> nn.Module:
+    """torchvision's ``VisionTransformer`` with :data:`VIT_CONFIG` and hidden width ``width``.
+
+    ``image_size`` must be a multiple of the patch size; ``width`` of the number of heads.
+    """
+    from torchvision.models import VisionTransformer
+
+    patch, heads = VIT_CONFIG["patch_size"], VIT_CONFIG["num_heads"]
+    if image_size % patch:
+        raise ValueError(
+            f"image_size must be a multiple of {patch} for model 'vit', got {image_size}"
+        )
+    if width % heads:
+        raise ValueError(f"width must be a multiple of {heads} for model 'vit', got {width}")
+    model = VisionTransformer(
+        image_size=image_size,
+        patch_size=patch,
+        num_layers=VIT_CONFIG["num_layers"],
+        num_heads=heads,
+        hidden_dim=width,
+        mlp_dim=VIT_CONFIG["mlp_ratio"] * width,
+        num_classes=num_classes,
+    )
+    if in_channels != 3:
+        old = model.conv_proj
+        model.conv_proj = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride)
+    return model
+
+
 def _torchvision_model(arch: str, in_channels: int, num_classes: int) -> nn.Module:
     import torchvision
 
@@ -137,14 +173,16 @@ def build_model(
     Parameters
     ----------
     name
-        ``"resnet18"``, ``"cnn"``, ``"mlp"`` or ``"torchvision:<arch>"`` (e.g. ``torchvision:vgg11_bn``).
+        ``"resnet18"``, ``"cnn"``, ``"mlp"``, ``"vit"`` (:func:`small_vit`) or
+        ``"torchvision:<arch>"`` (e.g. ``torchvision:vgg11_bn``).
     in_channels, num_classes
         Input channels of the images and number of classes.
     width
-        Base width (channels of the first stage, or hidden units of the MLP); ``None`` uses the
-        model's default (resnet18: 64, cnn: 32, mlp: 256). Ignored for torchvision models.
+        Base width (channels of the first stage, hidden units of the MLP, the ViT's hidden
+        width); ``None`` uses the model's default (resnet18: 64, cnn: 32, mlp: 256, vit: 64).
+        Ignored for torchvision models.
     image_size
-        Side of the square input images; only the MLP needs it.
+        Side of the square input images; only the MLP and the ViT need it.
     """
     if not isinstance(name, str):
         raise TypeError(f"model must be a string, got {type(name).__name__}")
@@ -167,4 +205,6 @@ def build_model(
         return ResNet18(in_channels, num_classes, width)
     if name == "cnn":
         return small_cnn(in_channels, num_classes, width)
+    if name == "vit":
+        return small_vit(in_channels, num_classes, width, image_size)
     return mlp(in_channels * image_size * image_size, num_classes, width)

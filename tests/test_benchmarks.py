@@ -239,3 +239,78 @@ def test_main_job_profile_times_each_phase_and_restores_what_it_wrapped(bench, m
     }
     md = profile.markdown(payload)
     assert "One extra target (40%) costs" in md and "upper bounds" in md and "cProfile" in md
+
+
+# ----------------------------------------------------------------------------------- zoo_accuracy
+TINY_ZOO = [
+    "--dataset",
+    "fashion-mnist-mini",
+    "--epochs",
+    "1",
+    "--vit-width",
+    "16",
+    "--train-subset",
+    "512",  # 4 optimiser steps of 128, the least train() accepts
+    "--test-subset",
+    "64",
+    "--calibration-size",
+    "32",
+    "--reductions",
+    "0.5",
+    "--latency-repeats",
+    "1",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.mark.slow
+def test_zoo_accuracy_runs_every_method_on_both_architectures_at_a_tiny_size(
+    bench, tmp_path, cache_dir
+):
+    from smoothviz.compress import METHODS
+
+    zoo = bench("zoo_accuracy")
+    zoo.main([*TINY_ZOO, "--out", str(tmp_path)])
+    payload = json.loads((tmp_path / "zoo_accuracy.json").read_text())
+    df = pd.DataFrame(payload["rows"])
+    assert set(df.setup) == {"mobilenet_v2", "vit"} and set(df.method) == set(METHODS)
+    assert len(df) == 2 * len(METHODS) and payload["test_images"] == 64
+    ok = df[df.error.isna()]
+    assert len(ok) and ((ok.param_reduction - ok.target_reduction).abs() <= 0.01).all()
+    assert df[df.error.notna()].error.str.contains("cannot be reached").all()
+    assert payload["configs"]["vit"]["model"] == "vit" and payload["configs"]["vit"]["width"] == 16
+    assert not (tmp_path / "zoo_accuracy.partial.jsonl").exists()  # complete: the store is gone
+    md = (tmp_path / "zoo_accuracy.md").read_text()
+    assert "| vit | svd | 0.50 |" in md and "| mobilenet_v2 | interpolative | 0.50 |" in md
+    zoo.main(["--render-only", "--out", str(tmp_path)])
+    assert (tmp_path / "zoo_accuracy.md").read_text() == md
+
+
+def test_zoo_accuracy_resumes_from_its_store_without_training(bench, tmp_path, cache_dir):
+    common, zoo = bench("_common"), bench("zoo_accuracy")
+    argv = [*TINY_ZOO, "--setups", "vit", "--methods", "prune_magnitude", "--out", str(tmp_path)]
+    args = zoo.parse_args(argv)
+    sha = common.provenance(script=BENCHMARKS / "zoo_accuracy.py")["git_sha"]
+    row = {
+        "training": "vit",
+        "method": "prune_magnitude",
+        "target_reduction": 0.5,
+        "param_reduction": 0.5,
+        "params": 10,
+        "flops": 1e6,
+        "latency_ms": 1.0,
+        "test_acc": 0.123,
+        "test_acc_bn_reestimated": 0.123,
+        "test_acc_uncompressed": 0.5,
+        "error": None,
+        "setup": "vit",
+        "model": "vit",
+        "git_sha": sha,
+    }
+    store = common.ResumeStore(tmp_path / "zoo_accuracy.partial.jsonl", key=lambda c: c["key"])
+    store.put({"key": zoo.chunk_key("vit", "prune_magnitude", args, sha), "rows": [row]})
+    zoo.main(argv)
+    out = json.loads((tmp_path / "zoo_accuracy.json").read_text())["rows"]
+    assert [r["test_acc"] for r in out] == [0.123]
+    assert not cache_dir.exists() or not any(cache_dir.rglob("*.pt"))  # nothing was trained

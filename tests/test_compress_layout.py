@@ -17,8 +17,8 @@ PACKAGE = Path(compress.__file__).parent
 
 # Each module imports only from floors below its own (docs/architecture, compress/__init__.py).
 FLOORS = [
-    {"calibration", "budget", "targets"},
-    {"chains", "sensitivity", "layer_inputs"},
+    {"calibration", "budget", "targets", "tracing", "shrinkage"},
+    {"chains", "sensitivity", "layer_inputs", "attention", "forward_check"},
     {"factorized", "surgery", "activations", "layer_stream"},
     {"rank_allocation", "importance", "channel_request", "hybrid_plan", "output_fit"},
     {"svd", "data_aware_svd", "prune", "interpolative", "serialize"},

@@ -8,7 +8,7 @@ from smoothviz.layers import compressible_layers, matrix_view, select_layers
 from smoothviz.models import build_model
 
 
-@pytest.mark.parametrize("name", ["resnet18", "cnn", "mlp"])
+@pytest.mark.parametrize("name", ["resnet18", "cnn", "mlp", "vit"])
 def test_models_map_images_to_logits(name):
     model = build_model(name, in_channels=1, num_classes=10, width=8)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
@@ -29,9 +29,22 @@ def test_torchvision_models_are_built_without_weights_and_adapt_channels():
         build_model("torchvision:not_a_net")
 
 
+def test_vit_is_torchvisions_vision_transformer_for_the_data():
+    from torchvision.models import VisionTransformer
+
+    model = build_model("vit", in_channels=1, num_classes=10, width=16, image_size=32)
+    assert isinstance(model, VisionTransformer) and model.image_size == 32
+    assert model.hidden_dim == 16 and model.conv_proj.in_channels == 1
+    assert len(model.encoder.layers) == 6
+    with pytest.raises(ValueError, match="image_size must be a multiple of 4"):
+        build_model("vit", image_size=30)
+    with pytest.raises(ValueError, match="width must be a multiple of 4"):
+        build_model("vit", width=6)
+
+
 def test_bad_names_and_sizes_are_named():
-    with pytest.raises(ValueError, match="model: unknown model 'vit'"):
-        build_model("vit")
+    with pytest.raises(ValueError, match="model: unknown model 'transformer'"):
+        build_model("transformer")
     with pytest.raises(ValueError, match="width must be a positive int"):
         build_model("cnn", width=0)
     with pytest.raises(ValueError, match="num_classes"):

@@ -23,6 +23,10 @@ each floor importing only from the floors below it:
   layer (:class:`Factorized`), the SVD request checked once, :func:`compress_from_factors`
   (cheap re-ranking from the cache).
 - ``channel_request.py``: the channel methods' shared front door (target, groups, budget checks).
+- ``attention.py``: ``nn.MultiheadAttention`` split into called projections (``ProjectedAttention``)
+  so the SVD methods can factorise them.
+- ``forward_check.py``: which layers a forward pass calls (a layer another module reads directly
+  is left out) and the check that a compressed model runs (``BrokenModelError``).
 - ``layer_inputs.py``: what a layer sees on calibration data (patches, padding, input statistics,
   the original model's layer inputs recorded once for every target).
 - ``activations.py``: what each channel group's readers see (means, Gram matrices).
@@ -34,6 +38,10 @@ each floor importing only from the floors below it:
 - ``sensitivity.py``: measured damage of cutting one group to one size (allocation scores).
 - ``budget.py``: the one allocator from a whole-network target to per-unit sizes; ``BudgetError``.
 - ``calibration.py``: validation of the calibration inputs every data-aware method takes.
+- ``shrinkage.py``: Ledoit-Wolf shrinkage where a layer saw fewer calibration rows than input
+  dimensions, and its ``FewRowsWarning``.
+- ``tracing.py``: the ``torch.fx`` graph the channel search reads, PyTorch's Transformer encoder
+  layers opened.
 """
 
 from smoothviz.compress.budget import BudgetError

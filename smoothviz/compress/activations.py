@@ -18,7 +18,7 @@ Only ``C×C`` matrices and means are kept, never the activations themselves.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,16 +28,35 @@ from smoothviz._validation import check_int
 from smoothviz.compress.calibration import check_calibration, run_calibration
 from smoothviz.compress.chains import ChannelGroup, Reader
 from smoothviz.compress.layer_inputs import ReferenceInputs, tap_sums
+from smoothviz.compress.shrinkage import sample_shrinkage, shrink
 
 
 @dataclass
 class SourceStats:
-    """Statistics of the rows ``Z`` (``(rows, C)``) of one tensor that readers read."""
+    """Statistics of the rows ``Z`` (``(rows, C)``) of one tensor that readers read.
+
+    A source with fewer rows than channels also keeps its rows by input (``samples``, ``(N,
+    rows per input, C)``, smaller than the Gram matrix) for the Ledoit-Wolf shrinkage of
+    :meth:`gram_for_fit`.
+    """
 
     rows: int
     mean: np.ndarray  # (C,)
     sumsq: np.ndarray  # (C,) Σ z_c²
     gram: np.ndarray | None  # (C, C) Σ z zᵀ, when asked for
+    samples: np.ndarray | None = None  # (N, rows per input, C), when rows < C
+
+    def gram_for_fit(self, centered: bool) -> tuple[np.ndarray, float]:
+        """The (centred) Gram matrix to fit to, and the shrinkage ``α`` applied to it: ``0.0``
+        (the Gram as measured, bit for bit) unless the source has fewer rows than channels, where
+        it is ``(1 - α) G + α (tr G / C) I`` (:mod:`smoothviz.compress.shrinkage`)."""
+        gram = self.gram - self.rows * np.outer(self.mean, self.mean) if centered else self.gram
+        if self.rows >= len(self.mean):
+            return gram, 0.0
+        if self.samples is None:
+            return shrink(gram, 1.0), 1.0
+        alpha = sample_shrinkage(self.samples - self.mean if centered else self.samples)
+        return shrink(gram, alpha), alpha
 
     def variance(self) -> np.ndarray:
         """Per-channel variance over the rows."""
@@ -56,8 +75,22 @@ class GroupStats:
     tap_means: dict[str, torch.Tensor]  # reader -> (C, k_h, k_w) or (C, f), float64
 
 
-def _rows(x: torch.Tensor, reader: Reader, channels: int) -> torch.Tensor:
-    if x.ndim == 4:
+def few_rows(z: torch.Tensor, x: torch.Tensor, channels: int, inputs: int) -> bool:
+    """Whether ``inputs`` calibration inputs give this source fewer rows than ``channels``
+    (``z``: the rows of the batch ``x``)."""
+    return z.shape[0] // max(x.shape[0], 1) * inputs < channels
+
+
+def by_input(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The rows ``z`` of batch ``x`` grouped by input, ``(N, rows per input, C)``, in float64 on
+    the CPU (rows are ordered input by input, :func:`_rows`)."""
+    return z.reshape(x.shape[0], -1, z.shape[1]).to("cpu", torch.float64)
+
+
+def _rows(x: torch.Tensor, module: nn.Module, reader: Reader, channels: int) -> torch.Tensor:
+    """One row per sample and position: a conv reads ``(N, C, H, W)``, a Linear its last axis
+    (``(N, C·f)``, or tokens ``(N, ..., C)`` as in a Transformer or a channels-last MLP)."""
+    if isinstance(module, nn.Conv2d):
         return x.permute(0, 2, 3, 1).reshape(-1, channels)
     f = reader.features_per_channel
     return x.reshape(-1, channels, f).permute(0, 2, 1).reshape(-1, channels)
@@ -101,7 +134,7 @@ def group_statistics(
         def record(_module: nn.Module, args: tuple) -> None:
             x = args[0].detach()
             if reader.source not in acc or acc[reader.source]["owner"] == name:
-                z = _rows(x, reader, g.channels).double()
+                z = _rows(x, module, reader, g.channels).double()
                 a = acc.setdefault(
                     reader.source,
                     {"owner": name, "rows": 0, "sum": 0.0, "sumsq": 0.0, "gram": 0.0},
@@ -111,6 +144,8 @@ def group_statistics(
                 a["sumsq"] = a["sumsq"] + (z * z).sum(0)
                 if gram:
                     a["gram"] = a["gram"] + z.T @ z
+                    if few_rows(z, x, g.channels, len(calibration)):
+                        a.setdefault("samples", []).append(by_input(z, x))
             if isinstance(module, nn.Conv2d):
                 s, n = tap_sums(x, module)
             else:
@@ -132,6 +167,7 @@ def group_statistics(
             (a["sum"] / rows).cpu().numpy(),
             a["sumsq"].cpu().numpy(),
             a["gram"].cpu().numpy() if gram else None,
+            torch.cat(a["samples"]).cpu().numpy() if "samples" in a else None,
         )
     tap_means = {name: (s / n).cpu() for name, (s, n) in taps.items()}
     return GroupStats(sources, tap_means)
@@ -152,6 +188,14 @@ class PairedStats:
     mean_original: dict[str, np.ndarray]
     tap_means: dict[str, torch.Tensor]  # compressed
     tap_means_original: dict[str, torch.Tensor]
+    samples: dict[str, np.ndarray] = field(default_factory=dict)  # compressed rows, if few
+
+    def source(self, src: str) -> SourceStats:
+        """The compressed model's statistics of one source (for :meth:`SourceStats.gram_for_fit`)."""
+        sumsq = np.diagonal(self.gram[src]).copy()
+        return SourceStats(
+            self.rows[src], self.mean[src], sumsq, self.gram[src], self.samples.get(src)
+        )
 
 
 def paired_statistics(
@@ -182,7 +226,9 @@ def paired_statistics(
         def record(_module: nn.Module, args: tuple) -> None:
             x = args[0].detach()
             if first[reader.source] is reader:
-                seen[which][reader.source] = _rows(x, reader, group.channels).double()
+                seen[which][reader.source] = _rows(x, module, reader, group.channels).double()
+                if which == "compressed":
+                    inputs[reader.source] = x
             if isinstance(module, nn.Conv2d):
                 s, n = tap_sums(x, module)
             else:
@@ -207,6 +253,7 @@ def paired_statistics(
     ]
     replay = {r.name: hook("original", r) for r in group.readers} if recorded else {}
     acc = {src: {"rows": 0, "gram": 0.0, "cross": 0.0, "sum": 0.0, "sum0": 0.0} for src in first}
+    inputs: dict[str, torch.Tensor] = {}  # the compressed model's input per source, for its shape
     modes = (original.training, compressed.training)
     original.eval()
     compressed.eval()
@@ -228,6 +275,8 @@ def paired_statistics(
                     a["cross"] = a["cross"] + z.T @ z0
                     a["sum"] = a["sum"] + z.sum(0)
                     a["sum0"] = a["sum0"] + z0.sum(0)
+                    if few_rows(z, inputs[src], group.channels, len(calibration)):
+                        a.setdefault("samples", []).append(by_input(z, inputs[src]))
     finally:
         for h in handles:
             h.remove()
@@ -242,4 +291,5 @@ def paired_statistics(
         {src: (a["sum0"] / a["rows"]).cpu().numpy() for src, a in acc.items()},
         {name: (s / n).cpu() for name, (s, n) in taps["compressed"].items()},
         {name: (s / n).cpu() for name, (s, n) in taps["original"].items()},
+        {src: torch.cat(a["samples"]).cpu().numpy() for src, a in acc.items() if "samples" in a},
     )

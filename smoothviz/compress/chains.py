@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from smoothviz.compress.tracing import trace_model
 from smoothviz.layers import select_layers
 
 # Modules that act on each channel separately (or not at all) and have no channel-shaped parameters.
@@ -150,14 +151,15 @@ def _is_depthwise(m: nn.Module, c: int) -> bool:
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` with an error that says why structured methods need it."""
+    """The model's ``torch.fx`` graph (:func:`~smoothviz.compress.tracing.trace_model`: PyTorch's
+    Transformer encoder layers opened), with an error that says why structured methods need it."""
     try:
-        return fx.symbolic_trace(model)
+        return trace_model(model)
     except Exception as exc:  # fx raises many kinds of errors on data-dependent control flow
         raise TypeError(
             f"model: structured compression (prune_channels, interpolative_compress) needs a "
-            f"model that torch.fx.symbolic_trace can trace; tracing failed with "
-            f"{type(exc).__name__}: {exc}. svd_compress and prune_magnitude work on any model."
+            f"model that torch.fx can trace; tracing failed with {type(exc).__name__}: {exc}. "
+            "svd_compress, data_aware_svd_compress and prune_magnitude need no tracing."
         ) from exc
 
 
@@ -356,7 +358,7 @@ def find_groups(
         if not _is_dense(m):
             skipped[name] = "grouped/depthwise convolution (its channels are tied to its groups)"
         elif name not in dense_nodes:
-            skipped[name] = "not called in the model's forward"
+            skipped[name] = _not_called(gm, modules, name)
     for root in sorted(members):
         parts = members[root]
         writers = [w for s in parts for w in spaces.writers[s]]
@@ -391,6 +393,24 @@ def find_groups(
             )
         )
     return GroupSearch(groups, skipped)
+
+
+def _not_called(gm: fx.GraphModule, modules: dict[str, nn.Module], name: str) -> str:
+    """Why a layer has no call in the graph: inside a module traced as one node, its weight read
+    directly, or not used."""
+    parts = name.split(".")
+    leaves = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    for i in range(len(parts) - 1, 0, -1):
+        parent = ".".join(parts[:i])
+        if parent in leaves:
+            return (
+                f"inside {parent} ({type(modules[parent]).__name__}), which is traced as one "
+                "module and reads this layer's weight itself, so its channels cannot be cut"
+            )
+    read = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
+    if f"{name}.weight" in read:
+        return "its weight is read directly by the model's code, not through its forward"
+    return "not called in the model's forward"
 
 
 def _out(m: nn.Module) -> int:

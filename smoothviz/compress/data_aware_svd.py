@@ -53,6 +53,7 @@ from smoothviz.compress.factorized import (
     factorized_model,
     param_count,
     resolve_svd_request,
+    split_for_svd,
     svd_layers,
     svd_target,
 )
@@ -71,6 +72,7 @@ from smoothviz.compress.rank_allocation import (
     output_error_scores,
     rank_sensitivity,
 )
+from smoothviz.compress.shrinkage import RowShortfall, sample_shrinkage, warn_few_rows
 from smoothviz.layers import matrix_view, select_layers, set_submodule
 
 DEFAULT_DAMPING = 1e-2
@@ -193,6 +195,7 @@ def data_aware_svd_factors(
     """
     calibration = check_calibration(model, calibration)
     damping, output_weighting, batch_size = _check_options(damping, output_weighting, batch_size)
+    model = split_for_svd(model)
     skipped = _grouped_skips(model, layers)
     chosen = svd_layers(model, layers)
     stats, order, followers = collect_input_stats(
@@ -201,6 +204,7 @@ def data_aware_svd_factors(
     factors: dict[str, LayerFactors] = {}
     weights: dict[str, torch.Tensor] = {}
     whitening: dict[str, str] = {}
+    short: list[RowShortfall] = []
     for name, m in chosen:
         st = stats.get(name)
         reason = (
@@ -212,15 +216,20 @@ def data_aware_svd_factors(
             skipped[name] = reason
             continue
         weights[name] = _weights_for(model, name, followers, output_weighting)
+        cov, _ = st.shrunk_covariance()  # as measured unless it saw too few rows
         factors[name], whitening[name] = truncation_factors(
-            name, m.weight, st.covariance(), weights[name], damping, m.weight.dtype
+            name, m.weight, cov, weights[name], damping, m.weight.dtype
         )
+        if (gap := st.shortfall(name)) is not None:
+            short.append(gap)
+    warn_few_rows("data-aware SVD", short)
     settings = {
         "damping": damping,
         "output_weighting": output_weighting,
         "calibration_images": int(len(calibration)),
         "whitening": whitening,
         "batchnorm_after": {n: followers[n] for n in factors if n in followers},
+        "few_rows": {g.name: {"rows": g.rows, "dims": g.dims, "shrinkage": g.alpha} for g in short},
     }
     return DataAwareFactors(
         factors,
@@ -333,13 +342,22 @@ def refit_layer(
     n = factors[name].shape[1]
     gram = torch.zeros(n, n, dtype=torch.float64)
     cross = torch.zeros(n, n, dtype=torch.float64)
-    images = 0
+    images = rows = 0
+    kept: list[torch.Tensor] = []  # the rows by image while they are fewer than n
     if pairs is None:
         pairs = paired_layer_inputs(original, current, name, calibration, batch_size, reference)
     for x, x_hat, b in pairs:
         gram += (x_hat.T @ x_hat).to("cpu", torch.float64)
         cross += (x_hat.T @ x).to("cpu", torch.float64)
         images += b
+        rows += x_hat.shape[0]
+        if rows < n:
+            kept.append(x_hat.reshape(b, -1, n).to("cpu", torch.float64))
+    if rows < n:  # fewer rows than dimensions: Ledoit-Wolf shrinkage of both moments
+        alpha = sample_shrinkage(torch.cat(kept).numpy())
+        prior = alpha * float(torch.diagonal(gram).sum()) / n * torch.eye(n, dtype=torch.float64)
+        gram = (1.0 - alpha) * gram + prior
+        cross = (1.0 - alpha) * cross + prior  # where no row went, the refit keeps W
     gram, cross = gram / max(images, 1), cross / max(images, 1)
     m = original.get_submodule(name)
     w = matrix_view(m.weight.detach().to("cpu", torch.float64))
@@ -441,6 +459,7 @@ def data_aware_svd_compress(
         raise TypeError(
             f"calibration is required ({why}): pass training inputs (N, C, H, W) as calibration"
         )
+    model = split_for_svd(model)  # a copy only when it holds attention
     request = resolve_svd_request(
         model,
         target,
@@ -463,6 +482,9 @@ def data_aware_svd_compress(
             batch_size=batch_size,
         )
         factors.skipped.update(_grouped_skips(model, layers))
+        selected = [n for n, _ in select_layers(model, layers, method="svd")]
+        for n, why in request.probe.not_called(selected).items():  # left out by the probe
+            factors.skipped.setdefault(n, why)
     else:
         missing = [n for n in request.names if n not in factors and n not in factors.skipped]
         if missing:
@@ -488,6 +510,9 @@ def data_aware_svd_compress(
         )
     else:
         new, used = factorized_model(model, factors, ranks)
+    request.probe.check(
+        new, method="data_aware_svd_compress", changed=[n for n, r in used.items() if r]
+    )
     new.compression_info = {
         "method": "svd_data_aware",
         "ranks": used,
@@ -497,4 +522,6 @@ def data_aware_svd_compress(
         "damping": factors.settings["damping"],
         "output_weighting": factors.settings["output_weighting"],
     }
+    if factors.settings.get("few_rows"):
+        new.compression_info["few_rows"] = factors.settings["few_rows"]
     return new

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from smoothviz._validation import check_int, check_number, is_int
+from smoothviz.compress.attention import attention_modules, split_attention
 from smoothviz.compress.budget import (
     check_allocation,
     check_reachable,
@@ -41,6 +42,7 @@ from smoothviz.compress.budget import (
     split_budget,
 )
 from smoothviz.compress.calibration import check_calibration
+from smoothviz.compress.forward_check import NOT_CALLED, Probe, probe_model
 from smoothviz.layers import layers_value, left_out, matrix_view, select_layers, set_submodule
 from smoothviz.spectral import energy_fractions, rank_for_energy
 
@@ -229,20 +231,58 @@ def _moved(old: str, new: str) -> None:
     )
 
 
-def svd_layers(model: nn.Module, layers: Sequence[str] | str | None) -> list[tuple[str, nn.Module]]:
+GROUPED = (
+    "grouped/depthwise convolution: not factorised (its matrix view mixes independent groups, "
+    "and a depthwise kernel's k×k taps per channel leave nothing to save)"
+)
+
+
+def svd_layers(
+    model: nn.Module, layers: Sequence[str] | str | None, probe: Probe | None = None
+) -> list[tuple[str, nn.Module]]:
     """The layers an SVD factorises: ``layers``, or by default every Conv2d/Linear but the
     classifier, the first layer only when factorising it can save parameters at a useful rank
     (break-even rank ``m·n/(m+n) >= 32``: a Linear on 784 pixels yes, a 1- or 3-channel 3x3 stem
-    no; see :func:`smoothviz.layers.default_layers`). Grouped convolutions are skipped, and
-    refused when named explicitly."""
+    no; see :func:`smoothviz.layers.default_layers`). Grouped convolutions, and layers that
+    ``probe``'s forward pass did not call as modules (another module reads their weight
+    directly), are skipped, and refused when named explicitly."""
     chosen = select_layers(model, layers, method="svd")
     grouped = [n for n, m in chosen if isinstance(m, nn.Conv2d) and m.groups != 1]
-    if grouped and layers is not None and not isinstance(layers, str):
-        raise ValueError(
-            f"layers: {grouped} are grouped/depthwise convolutions, which svd_compress does not "
-            "factorise; leave them out"
-        )
-    return [(n, m) for n, m in chosen if n not in grouped]
+    uncalled = list(probe.not_called([n for n, _ in chosen])) if probe is not None else []
+    if layers is not None and not isinstance(layers, str):
+        if grouped:
+            raise ValueError(
+                f"layers: {grouped} are grouped/depthwise convolutions, which svd_compress does "
+                "not factorise; leave them out"
+            )
+        if uncalled:
+            raise ValueError(f"layers: {uncalled} are {NOT_CALLED}; leave them out")
+    return [(n, m) for n, m in chosen if n not in grouped and n not in uncalled]
+
+
+def svd_left_out(
+    model: nn.Module, names: Sequence[str], probe: Probe | None = None
+) -> tuple[dict[str, str], str | None]:
+    """The Conv2d/Linear layers an SVD leaves out of ``names``, each with its reason, and the
+    ``layers=`` value that adds those a selection could add (``None``: none)."""
+    left = left_out(model, names, method="svd")
+    fixed = {n: GROUPED for n in left if _is_grouped(model.get_submodule(n))}
+    if probe is not None:
+        fixed.update(probe.not_called([n for n in left if n not in fixed]))
+    addable = [n for n in left if n not in fixed]
+    left.update(fixed)
+    return left, (layers_value(model, [*names, *addable]) if addable else None)
+
+
+def _is_grouped(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups != 1
+
+
+def split_for_svd(model: nn.Module) -> nn.Module:
+    """The model the SVD methods work on: ``model`` itself, or, when it holds
+    ``nn.MultiheadAttention``, a copy with each one split into called projections
+    (:func:`~smoothviz.compress.attention.split_attention`), so their layers can be factorised."""
+    return split_attention(model) if attention_modules(model) else model
 
 
 def factorize_layer(
@@ -300,6 +340,9 @@ class SVDRequest:
         How a ``param_reduction`` is split across layers.
     calibration
         The checked calibration inputs, or ``None``.
+    probe
+        One forward pass of the model (which layers it calls, its output), to leave out the
+        layers it does not call and to check the compressed model runs.
     """
 
     kind: str
@@ -308,6 +351,7 @@ class SVDRequest:
     layers: list[tuple[str, nn.Module]]
     allocation: str
     calibration: torch.Tensor | None
+    probe: Probe | None = None
 
     @property
     def names(self) -> list[str]:
@@ -333,6 +377,10 @@ def resolve_svd_request(
     dict names the layers (not both); a ``param_reduction`` out of reach raises
     :class:`~smoothviz.compress.budget.BudgetError` naming the layers left out (``what`` names the
     method in it); an int rank applies to every layer; every rank is an int in ``[1, min(m, n)]``.
+    One forward pass (:func:`~smoothviz.compress.forward_check.probe_model`, on the first
+    calibration inputs or a dummy batch) finds the layers the model does not call as modules;
+    they are left out (named with their reason) and the request keeps the probe to check the
+    compressed model.
     """
     kind, value = target
     check_allocation(
@@ -349,7 +397,8 @@ def resolve_svd_request(
         if layers is not None:
             raise TypeError("pass layers or a ranks dict (whose keys are the layers), not both")
         layers = list(value)
-    chosen = svd_layers(model, layers)
+    probe = probe_model(model, calibration, record_calls=True)
+    chosen = svd_layers(model, layers, probe)
     names = [n for n, _ in chosen]
     if kind == "param_reduction":
         total = param_count(model)
@@ -358,8 +407,7 @@ def resolve_svd_request(
             m.weight.numel() - min(m.weight.numel(), m.weight.shape[0] + m.weight[0].numel())
             for _, m in chosen
         )
-        left = left_out(model, names, method="svd")  # named in the error, with the fix
-        include = layers_value(model, [*names, *left]) if left else None
+        left, include = svd_left_out(model, names, probe)  # named in the error, with the fix
         check_reachable(value, total, min_params, what, left_out=left, include=include)
     ranks = None
     if kind == "ranks":
@@ -373,7 +421,7 @@ def resolve_svd_request(
             for name, m in chosen
         }
         value = None
-    return SVDRequest(kind, value, ranks, chosen, allocation, calibration)
+    return SVDRequest(kind, value, ranks, chosen, allocation, calibration, probe)
 
 
 def check_ranks(factors: SVDFactors, ranks: Mapping[str, int]) -> None:
@@ -397,9 +445,11 @@ def factorized_model(
     :meth:`LayerFactors.factorizes_at` says so, and the rank used per layer (``None``: dense).
 
     ``ranks`` must already be checked (:func:`check_ranks`, or a request's ranks); the factors
-    are checked against the model's layer shapes.
+    are checked against the model's layer shapes. A model with ``nn.MultiheadAttention`` is
+    copied with it split into called projections (:func:`split_for_svd`), which the factors of
+    such a model name.
     """
-    new = copy.deepcopy(model)
+    new = split_attention(model)  # a deep copy; attention split where there is any
     used: dict[str, int | None] = {}
     for name, r in ranks.items():
         f = factors[name]

@@ -72,6 +72,17 @@ def channel_importance(
     return total
 
 
+def by_channel(x: torch.Tensor, module: nn.Module, channels: int) -> torch.Tensor:
+    """A reader's input as ``(N, C, positions)``: a conv's ``(N, C, H, W)``, or a Linear's
+    ``(N, ..., C·f)`` (after a flatten, each channel owns ``f`` consecutive features; with tokens,
+    or channels last, the channel axis is the last one)."""
+    n = len(x)
+    if isinstance(module, nn.Conv2d):
+        return x.reshape(n, channels, -1)
+    f = module.in_features // channels
+    return x.reshape(n, -1, channels, f).permute(0, 2, 1, 3).reshape(n, channels, -1)
+
+
 def fisher_importance(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -142,8 +153,9 @@ def fisher_importance(
                     if grad is None:
                         continue
                     g, r = by_reader[name]
-                    a = inputs[name].double().reshape(len(grad), g.channels, -1)
-                    gr = grad.double().reshape(len(grad), g.channels, -1)
+                    module = model.get_submodule(name)
+                    a = by_channel(inputs[name].double(), module, g.channels)
+                    gr = by_channel(grad.double(), module, g.channels)
                     mean = torch.as_tensor(stats.sources[r.source].mean, device=a.device)
                     new = mean[None, :, None] if to_mean else torch.zeros_like(a)
                     # Σ_positions g · Δa: the change of log p(y|x) when the channel is replaced

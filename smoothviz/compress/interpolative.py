@@ -65,8 +65,10 @@ from smoothviz.compress.channel_request import (
     kept_counts,
     resolve_channel_request,
 )
+from smoothviz.compress.forward_check import probe_model
 from smoothviz.compress.layer_inputs import reference_inputs
-from smoothviz.compress.surgery import bias_readers, cut_group
+from smoothviz.compress.shrinkage import RowShortfall, shrink, warn_few_rows
+from smoothviz.compress.surgery import bias_readers, changed_layers, cut_group
 from smoothviz.compress.targets import renamed_keyword
 
 VARIANTS = ("corrected", "sequential", "one_shot")
@@ -79,8 +81,7 @@ def _root(gram: np.ndarray) -> np.ndarray:
 
 
 def _source_root(stats: SourceStats, centered: bool) -> np.ndarray:
-    gram = stats.gram - stats.rows * np.outer(stats.mean, stats.mean) if centered else stats.gram
-    return _root(gram)
+    return _root(stats.gram_for_fit(centered)[0])
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,12 @@ def _corrected(
     grams, crosses = {}, {}
     for src in dict.fromkeys(r.source for r in group.readers):
         n, m, m0 = stats.rows[src], stats.mean[src], stats.mean_original[src]
-        grams[src] = stats.gram[src] - (n * np.outer(m, m) if centered else 0.0)
         crosses[src] = stats.cross[src] - (n * np.outer(m, m0) if centered else 0.0)
+        grams[src] = stats.gram[src] - (n * np.outer(m, m) if centered else 0.0)
+        if n < group.channels:  # too few rows: Ledoit-Wolf, the cross moment towards Z = Z̃
+            prior = shrink(grams[src], 1.0)  # (tr G / C) I
+            grams[src], alpha = stats.source(src).gram_for_fit(centered)
+            crosses[src] = (1.0 - alpha) * crosses[src] + alpha * prior
     stacked = np.vstack([_root(g) for g in grams.values()])
     piv = np.asarray(scipy.linalg.qr(stacked, mode="r", pivoting=True)[1])
     s = piv[:k].copy()
@@ -173,6 +178,7 @@ class IDFactors(Mapping):
         self.residual = residual
         self.batch_size = batch_size
         self.cache: dict = {}
+        self.few_rows: list[RowShortfall] = []  # groups whose statistics were shrunk
 
     def __getitem__(self, name: str) -> GroupQR:
         return self._qrs[name]
@@ -226,9 +232,28 @@ def interpolative_factors(
     plan = ChannelPlan(
         model, search.groups, bias_readers(search.groups, model) if compensate else ()
     )
-    return IDFactors(
+    factors = IDFactors(
         qrs, plan, search, stats, calibration, compensate, residual, batch_size, layers
     )
+    factors.few_rows = _shortfalls(search.groups, stats, len(calibration), compensate)
+    warn_few_rows("interpolative decomposition", factors.few_rows, "channel groups")
+    return factors
+
+
+def _shortfalls(
+    groups: Sequence[ChannelGroup], stats: GroupStats, images: int, centered: bool
+) -> list[RowShortfall]:
+    """The groups whose readers saw fewer rows than the group has channels, per source."""
+    out = []
+    for g in groups:
+        sources = list(dict.fromkeys(r.source for r in g.readers))
+        for src in sources:
+            st = stats.sources[src]
+            if st.rows < g.channels:
+                name = g.name if len(sources) == 1 else f"{g.name} (read at {src})"
+                alpha = st.gram_for_fit(centered)[1]
+                out.append(RowShortfall(name, st.rows, g.channels, images, alpha))
+    return out
 
 
 def interpolative_compress(
@@ -383,4 +408,11 @@ def interpolative_compress(
         "kept": kept,
         "skipped": search.skipped,
     }
+    if factors.few_rows:
+        new.compression_info["few_rows"] = {
+            s.name: {"rows": s.rows, "dims": s.dims, "shrinkage": s.alpha} for s in factors.few_rows
+        }
+    probe_model(model, factors.calibration).check(
+        new, method="interpolative_compress", changed=changed_layers(groups, kept)
+    )
     return new

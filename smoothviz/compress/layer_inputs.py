@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smoothviz.compress.calibration import fingerprint, run_calibration
+from smoothviz.compress.shrinkage import RowShortfall, sample_shrinkage, shrink
 from smoothviz.layers import matrix_view
 
 
@@ -131,15 +132,22 @@ def tap_sums(x: torch.Tensor, conv: nn.Conv2d) -> tuple[torch.Tensor, int]:
 # ------------------------------------------------------------------------------ input statistics
 @dataclass
 class InputStats:
-    """Accumulated second moment of one layer's input rows, in float64 on the CPU."""
+    """Accumulated second moment of one layer's input rows, in float64 on the CPU.
+
+    ``rows`` counts the rows (one per image and output position). A layer expected to see fewer
+    rows than it has input dimensions (``keep=True``) also keeps its rows, grouped by input, for
+    the Ledoit-Wolf shrinkage of :meth:`shrunk_covariance`; they are smaller than the Gram matrix.
+    """
 
     gram: torch.Tensor  # Σ x xᵀ over rows
     images: int = 0
     finite: bool = True
+    rows: int = 0
+    kept: list[torch.Tensor] | None = None  # (images, rows per image, n) per batch, if kept
 
     @classmethod
-    def empty(cls, n: int) -> InputStats:
-        return cls(torch.zeros(n, n, dtype=torch.float64))
+    def empty(cls, n: int, keep: bool = False) -> InputStats:
+        return cls(torch.zeros(n, n, dtype=torch.float64), kept=[] if keep else None)
 
     def add(self, rows: torch.Tensor, images: int) -> None:
         # float32 products per batch (half the time of float64 on a CPU; the relative round-off,
@@ -150,11 +158,40 @@ class InputStats:
             return
         self.gram += (r.T @ r).to("cpu", torch.float64)
         self.images += images
+        self.rows += r.shape[0]
+        if self.kept is not None:
+            self.kept.append(r.reshape(images, -1, r.shape[1]).to("cpu", torch.float64))
 
     def covariance(self) -> torch.Tensor:
         """``X Xᵀ`` per calibration image (summed over a feature map's positions, ours: a
         per-position average under-weights the small late feature maps, and measured worse)."""
         return self.gram / max(self.images, 1)
+
+    def shrinkage(self) -> float:
+        """The Ledoit-Wolf intensity ``α`` when the layer saw fewer rows than it has input
+        dimensions, else ``0.0`` (:mod:`smoothviz.compress.shrinkage`; ``1.0`` when the rows
+        were not kept)."""
+        if self.rows >= self.gram.shape[0]:
+            return 0.0
+        if not self.kept:
+            return 1.0
+        return sample_shrinkage(torch.cat(self.kept).numpy())
+
+    def shrunk_covariance(self) -> tuple[torch.Tensor, float]:
+        """:meth:`covariance`, shrunk to ``(1 - α) C + α (tr C / n) I`` with ``α`` =
+        :meth:`shrinkage` (``C`` itself, bit for bit, when the layer saw enough rows)."""
+        cov, alpha = self.covariance(), self.shrinkage()
+        if alpha == 0.0:
+            return cov, alpha
+        return torch.from_numpy(shrink(cov.numpy(), alpha)), alpha
+
+    def shortfall(self, name: str) -> RowShortfall | None:
+        """The :class:`~smoothviz.compress.shrinkage.RowShortfall` of this layer, or ``None`` when it
+        saw at least as many rows as it has input dimensions."""
+        n = self.gram.shape[0]
+        if self.rows >= n:
+            return None
+        return RowShortfall(name, self.rows, n, self.images, self.shrinkage())
 
     def unusable(self) -> str | None:
         """Why these inputs cannot be whitened (not finite, all zero), or ``None``."""
@@ -190,7 +227,9 @@ def collect_input_stats(
         def hook(module: nn.Module, args: tuple) -> None:
             rows = input_rows(module, args[0])
             if name not in stats:
-                stats[name] = InputStats.empty(rows.shape[1])
+                per_image = rows.shape[0] // max(args[0].shape[0], 1)
+                few = per_image * len(calibration) < rows.shape[1]  # keep rows for shrinkage
+                stats[name] = InputStats.empty(rows.shape[1], keep=few)
                 order.append(name)
             stats[name].add(rows, args[0].shape[0])
 

@@ -46,15 +46,16 @@ from smoothviz.compress.channel_request import (
     kept_counts,
     resolve_channel_request,
 )
+from smoothviz.compress.forward_check import probe_model
 from smoothviz.compress.importance import (
     IMPORTANCES,
     NEEDS_CALIBRATION,
     channel_importance,
     fisher_importance,
 )
-from smoothviz.compress.surgery import check_kept_indices, cut_group
+from smoothviz.compress.surgery import changed_layers, check_kept_indices, cut_group
 from smoothviz.compress.targets import renamed_keyword
-from smoothviz.layers import select_layers
+from smoothviz.layers import layers_value, left_out, select_layers
 
 SCOPES = ("global", "layer")
 
@@ -110,11 +111,15 @@ def prune_magnitude(
         n_zero = round(value * n_sel)
     else:
         current = _nonzero_params(model)
+        names = [n for n, _ in chosen]
+        left = left_out(model, names)  # named in the error, with the layers= that adds them
         check_reachable(
             value,
             current,
             current - (n_sel - zeros_sel),
             "magnitude pruning of the selected layers",
+            left_out=left or None,
+            include=layers_value(model, [*names, *left]) if left else None,
         )
         n_zero = min(n_sel, zeros_sel + (current - round((1.0 - value) * current)))
     n_zero = max(n_zero, 0)
@@ -139,6 +144,8 @@ def prune_magnitude(
     names = [f"{n}.weight" for n, _ in chosen]
     new.sparse_parameters = sorted(set(getattr(model, "sparse_parameters", ())) | set(names))
     new.compression_info = {"method": "prune_magnitude", "scope": scope, "zeroed": n_zero}
+    # Zeroed weights keep their shapes, so this holds wherever the model ran (a dummy batch).
+    probe_model(model).check(new, method="prune_magnitude", changed=[n for n, _ in chosen])
     return new
 
 
@@ -169,6 +176,7 @@ def drop_channels(
         "method": "drop_channels",
         "kept": {p: sorted(map(int, v)) for p, v in keep.items()},
     }
+    probe_model(model).check(new, method="drop_channels", changed=changed_layers(groups, keep))
     return new
 
 
@@ -318,6 +326,9 @@ def prune_channels(
     new = copy.deepcopy(model)
     for p, idx in kept.items():
         cut_group(new, groups[p], idx, tap_means=stats.tap_means if compensate else None)
+    probe_model(model, calibration).check(
+        new, method="prune_channels", changed=changed_layers(groups, kept)
+    )
     new.compression_info = {
         "method": "prune_channels",
         "importance": importance,

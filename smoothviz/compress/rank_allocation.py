@@ -41,6 +41,7 @@ from smoothviz.compress.sensitivity import (
     measure_sensitivity,
     unit_scores,
 )
+from smoothviz.compress.shrinkage import warn_few_rows
 from smoothviz.spectral import rank_for_energy
 
 ALLOCATIONS = ("energy", "output_error", "sensitivity")
@@ -73,7 +74,7 @@ def output_error_scores(
     stats, _, followers = collect_input_stats(
         model, calibration, list(factors), batch_size=batch_size
     )
-    out = {}
+    out, short = {}, []
     for name, f in factors.items():
         st = stats.get(name)
         if st is None or st.unusable():  # no signal: every term is as harmless as any other
@@ -81,10 +82,14 @@ def output_error_scores(
             continue
         d = output_weights(model, name, followers.get(name))
         v = f.vh.double().T  # (n, r)
-        input_energy = ((st.covariance() @ v) * v).sum(0)
+        cov, _ = st.shrunk_covariance()  # as measured unless it saw too few rows
+        if (gap := st.shortfall(name)) is not None:
+            short.append(gap)
+        input_energy = ((cov @ v) * v).sum(0)
         out_norm = (d[:, None] * f.u.double()).pow(2).sum(0)
         e = (f.s.double().pow(2) * out_norm * input_energy).numpy()
         out[name] = np.maximum.accumulate(e[::-1])[::-1]
+    warn_few_rows("output_error allocation", short)
     factors.cache[key] = out
     return out
 

@@ -2,8 +2,9 @@
 
 ``save_compressed(model, "m.pt", arch=...)`` writes ``m.pt`` (the state_dict, via
 ``torch.save``) and ``m.json`` (format version, the architecture to rebuild, and the constructor
-arguments of every Conv2d, Linear, BatchNorm and :class:`~smoothviz.compress.factorized.Factorized`
-module, which captures factorised layers and cut channels alike, plus which weights are sparse).
+arguments of every Conv2d, Linear, BatchNorm, :class:`~smoothviz.compress.factorized.Factorized`
+and :class:`~smoothviz.compress.attention.ProjectedAttention` module, which captures factorised
+layers, split attention and cut channels alike, plus which weights are sparse).
 ``load_compressed`` rebuilds the architecture, swaps in modules of the recorded shapes, and loads
 the weights with ``torch.load(weights_only=True)``: no pickled objects are ever executed. Both files
 are written atomically.
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from smoothviz.atomic import atomic_torch_save, atomic_write_text
+from smoothviz.compress.attention import ProjectedAttention, settle_encoders
 from smoothviz.compress.factorized import Factorized
 from smoothviz.layers import set_submodule
 
@@ -28,6 +30,17 @@ FORMAT = "smoothviz.compressed/1"
 def _describe(m: nn.Module) -> dict[str, Any] | None:
     if isinstance(m, Factorized):
         return {"type": "Factorized"}
+    if isinstance(m, ProjectedAttention):
+        return {
+            "type": "ProjectedAttention",
+            "embed_dim": m.embed_dim,
+            "num_heads": m.num_heads,
+            "kdim": m.kdim,
+            "vdim": m.vdim,
+            "bias": m.projection_bias,
+            "dropout": m.dropout,
+            "batch_first": m.batch_first,
+        }
     if isinstance(m, nn.Conv2d):
         return {
             "type": "Conv2d",
@@ -65,6 +78,8 @@ def _build(spec: dict[str, Any]) -> nn.Module:
     args = {k: v for k, v in spec.items() if k not in ("type", "name")}
     if kind == "Factorized":
         return Factorized(nn.Identity(), nn.Identity())
+    if kind == "ProjectedAttention":
+        return ProjectedAttention(args.pop("embed_dim"), args.pop("num_heads"), **args)
     if kind == "Conv2d":
         for key in ("kernel_size", "stride", "dilation"):
             args[key] = tuple(args[key])
@@ -79,7 +94,8 @@ def _build(spec: dict[str, Any]) -> nn.Module:
 
 
 def describe_structure(model: nn.Module) -> list[dict[str, Any]]:
-    """Constructor arguments of every Conv2d/Linear/BatchNorm/Factorized module, parents first."""
+    """Constructor arguments of every Conv2d/Linear/BatchNorm/Factorized/ProjectedAttention
+    module, parents first."""
     out = []
     for name, m in model.named_modules():
         spec = _describe(m)
@@ -178,6 +194,7 @@ def load_compressed(path: str | Path, base: nn.Module | None = None) -> nn.Modul
         )
     for spec in description["modules"]:
         set_submodule(model, spec["name"], _build(spec))
+    settle_encoders(model)  # encoders over split attention skip their nested-tensor path
     state = torch.load(pt, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     if description.get("sparse_parameters"):

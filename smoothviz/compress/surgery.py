@@ -13,7 +13,7 @@ reader with neither gets a new bias, which :class:`~smoothviz.compress.chains.Ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -181,3 +181,13 @@ def bias_readers(groups: Sequence[ChannelGroup], model: nn.Module) -> list[str]:
         for r in g.readers
         if r.norm is None and model.get_submodule(r.name).bias is None
     ]
+
+
+def changed_layers(groups: Mapping[str, ChannelGroup], cut: Iterable[str]) -> list[str]:
+    """Every module a cut of the groups named in ``cut`` changes: writers, BatchNorms and
+    depthwise convs on the channels, readers."""
+    out: list[str] = []
+    for name in cut:
+        g = groups[name]
+        out += [w.name for w in g.writers] + list(g.passthrough) + [r.name for r in g.readers]
+    return list(dict.fromkeys(out))

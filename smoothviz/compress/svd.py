@@ -27,9 +27,11 @@ from smoothviz.compress.factorized import (
     factorized_model,
     param_count,
     resolve_svd_request,
+    split_for_svd,
     svd_layers,
     svd_target,
 )
+from smoothviz.compress.forward_check import probe_model
 from smoothviz.compress.rank_allocation import ALLOCATIONS, choose_ranks
 
 SVD_ALLOCATIONS = ALLOCATIONS  # the default ("energy") first
@@ -55,8 +57,11 @@ def svd_factors(model: nn.Module, layers: Sequence[str] | str | None = None) -> 
     model
         The trained network (not modified).
     layers
-        Layer selection as in :func:`smoothviz.layers.select_layers`; grouped convolutions are
-        skipped.
+        Layer selection as in :func:`smoothviz.layers.select_layers`; grouped convolutions and
+        layers the model does not call as modules (found by one forward pass on a dummy batch,
+        :mod:`~smoothviz.compress.forward_check`) are skipped. An ``nn.MultiheadAttention`` is
+        seen split into its projections ``q_proj``, ``k_proj``, ``v_proj`` and ``out_proj``
+        (:mod:`~smoothviz.compress.attention`), under those names.
 
     Returns
     -------
@@ -65,7 +70,13 @@ def svd_factors(model: nn.Module, layers: Sequence[str] | str | None = None) -> 
         :func:`~smoothviz.compress.factorized.compress_from_factors` or
         ``svd_compress(..., factors=...)``.
     """
-    factors = {name: LayerFactors.of_layer(m, name) for name, m in svd_layers(model, layers)}
+    model = split_for_svd(model)
+    chosen = svd_layers(model, layers, probe_model(model, record_calls=True))
+    return _factors_of(model, chosen)
+
+
+def _factors_of(model: nn.Module, chosen: Sequence[tuple[str, nn.Module]]) -> SVDFactors:
+    factors = {name: LayerFactors.of_layer(m, name) for name, m in chosen}
     return SVDFactors(factors, param_count(model))
 
 
@@ -112,14 +123,23 @@ def svd_compress(
 
     Exactly one of ``param_reduction``, ``energy``, ``ranks`` must be given.
 
+    Layers the model does not call as modules (another module reads their weight directly, as
+    torchvision's Swin attention does) are left out, and named in a ``BudgetError``; an
+    ``nn.MultiheadAttention`` is split into called projections that are factorised like any
+    Linear (:mod:`~smoothviz.compress.attention`). Before returning, the compressed model is run
+    on the first calibration inputs (a dummy batch without ``calibration``); a model that does not
+    run raises :class:`~smoothviz.compress.forward_check.BrokenModelError` naming the layer.
+
     Returns
     -------
     nn.Module
         The compressed copy, with ``.compression_info`` (method and ranks).
     """
+    target = svd_target(param_reduction, energy, ranks)
+    model = split_for_svd(model)  # a copy only when it holds attention
     request = resolve_svd_request(
         model,
-        svd_target(param_reduction, energy, ranks),
+        target,
         layers=layers,
         allocation=allocation,
         calibration=calibration,
@@ -129,12 +149,13 @@ def svd_compress(
         what="SVD of the selected layers",
     )
     if factors is None:
-        factors = svd_factors(model, request.names)
+        factors = _factors_of(model, request.layers)
     else:
         missing = [n for n in request.names if n not in factors]
         if missing:
             raise ValueError(f"factors: no cached SVD for layers {missing}")
         factors = factors.subset(request.names)
     new, used = factorized_model(model, factors, choose_ranks(model, factors, request))
+    request.probe.check(new, method="svd_compress", changed=[n for n, r in used.items() if r])
     new.compression_info = {"method": factors.method, "ranks": used}
     return new
