@@ -224,3 +224,27 @@ def checkpoint_table(runs: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def checkpoint_runs(
+    models: Mapping[str, nn.Module],
+    data: Any,
+    configs: Mapping[str, Any],
+    checkpoints: Mapping[str, str],
+) -> dict:
+    """Loaded models as ``{name: TrainedRun}``: each history one row (epoch 0, nothing trained)
+    with the model's accuracy and loss on ``data``'s test images; each ``checkpoint`` the file,
+    ``config`` the notebook's training config (which did not make the model: it is there because
+    :class:`~smoothviz.training.TrainedRun` holds one)."""
+    from smoothviz.measure import evaluate
+    from smoothviz.training import TrainedRun
+
+    runs = {}
+    for name, model in models.items():
+        scores = evaluate(model, data)
+        history = pd.DataFrame(
+            [{"epoch": 0, "test_loss": scores["loss"], "test_acc": scores["accuracy"]}]
+        )
+        path = Path(checkpoints[name])
+        runs[name] = TrainedRun(model, history, configs[name], path, from_cache=True)
+    return runs

@@ -308,25 +308,13 @@ class NotebookParams(Validated):
         self.load_models(device="cpu")
 
     def _checkpoint_runs(self) -> dict:
-        """``checkpoints`` as ``{name: TrainedRun}``: each history one row (epoch 0, nothing
-        trained) with the model's accuracy and loss on :meth:`load_data`'s test images; each
-        ``checkpoint`` the file, ``config`` the parameters' training config (which did not make
-        the model: it is there because :class:`TrainedRun` holds one)."""
-        import pandas as pd
+        """``checkpoints`` as ``{name: TrainedRun}`` (:func:`smoothviz.checkpoints.checkpoint_runs`
+        on :meth:`load_data`'s test images)."""
+        from smoothviz.checkpoints import checkpoint_runs
 
-        from smoothviz.measure import evaluate
-        from smoothviz.training import TrainedRun
-
-        models, data, configs = self.load_models(), self.load_data(), self.training_configs()
-        runs = {}
-        for name, model in models.items():
-            scores = evaluate(model, data)
-            history = pd.DataFrame(
-                [{"epoch": 0, "test_loss": scores["loss"], "test_acc": scores["accuracy"]}]
-            )
-            path = Path(self.checkpoints[name])
-            runs[name] = TrainedRun(model, history, configs[name], path, from_cache=True)
-        return runs
+        return checkpoint_runs(
+            self.load_models(), self.load_data(), self.training_configs(), self.checkpoints
+        )
 
     def train_runs(self, progress: bool | None = None) -> dict:
         """Train (or load from the cache) both trainings of the first seed: ``{name: TrainedRun}``.

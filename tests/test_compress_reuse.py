@@ -61,7 +61,9 @@ def test_a_further_target_is_bit_identical_and_runs_only_the_compressed_model(mo
         forwards.handle.remove()
     cold = compress(model, method, 0.7, calibration=calib, cache={})
     assert _same(warm, cold)
-    assert warm_forwards == 0  # the original's side came from the recorded inputs
+    # The original's layer inputs came from the recording; what is left is at most the one-batch
+    # probe that finds which layers a forward pass calls (forward_check.probe_model).
+    assert warm_forwards <= 1
 
 
 def test_the_fallback_without_recorded_inputs_gives_the_same_model(model, calib, monkeypatch):

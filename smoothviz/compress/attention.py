@@ -46,6 +46,10 @@ class ProjectedAttention(nn.Module):
     Build it from an existing attention with :meth:`from_attention`.
     """
 
+    # torch.fx keeps it whole, as it keeps nn.MultiheadAttention: its forward branches on the
+    # inputs' shapes and masks (compress.tracing reads this flag).
+    fx_leaf = True
+
     def __init__(
         self,
         embed_dim: int,

@@ -54,7 +54,7 @@ from smoothviz.compress.data_aware_svd import (
     DataAwareFactors,
     data_aware_svd_factors,
 )
-from smoothviz.compress.factorized import param_count
+from smoothviz.compress.factorized import param_count, split_for_svd
 from smoothviz.compress.hybrid_plan import (
     CHANNEL,
     RANK,
@@ -65,11 +65,16 @@ from smoothviz.compress.hybrid_plan import (
     kept_from_units,
 )
 from smoothviz.compress.interpolative import IDFactors, interpolative_factors
-from smoothviz.compress.layer_inputs import ReferenceInputs, collect_input_stats, reference_key
-from smoothviz.compress.layer_stream import LayerStream, stream_pairs
+from smoothviz.compress.layer_inputs import (
+    ReferenceInputs,
+    collect_input_stats,
+    paired_layer_inputs,
+    reference_key,
+)
+from smoothviz.compress.layer_stream import LayerStream, open_stream, stream_pairs
 from smoothviz.compress.output_fit import fit_from_pairs, truncation_factors
 from smoothviz.compress.surgery import bias_readers, check_kept_counts, cut_group, fold_shift
-from smoothviz.layers import compressible_layers, layers_value
+from smoothviz.layers import compressible_layers, layers_value, set_submodule
 
 MOVES = ("factorize", "remove_channels")
 _UNIT_OF = {"factorize": RANK, "remove_channels": CHANNEL}
@@ -179,6 +184,7 @@ def hybrid_factors(
         Factors already computed on the same ``calibration`` (a sweep's cache); made here when
         omitted.
     """
+    model = split_for_svd(model)  # attention as called projections (a copy only then)
     calibration = check_calibration(model, calibration)
     batch_size = check_int("batch_size", batch_size, low=1)
     if data_aware is None:
@@ -330,17 +336,24 @@ def _build(
     changed = False  # until a layer changes, the original's inputs are the current ones
     try:
         names = [n for n in factors.order if n in touched]
-        stream = LayerStream(new, factors.calibration, factors.batch_size) if names else None
+        stream = open_stream(new, factors.calibration, factors.batch_size) if names else None
         original = None  # the original's own stream, for layers the reference does not hold
         for name in tqdm(names, desc="hybrid refit", disable=not progress, leave=False):
             module = new.get_submodule(name)
             fit = None
             if changed or name in rows or name in readers:
-                if reference is None or name not in reference:
-                    original = original or LayerStream(
-                        model, factors.calibration, factors.batch_size
+                if stream is None or name not in stream:
+                    # fx cannot trace the model, or keeps the layer's module whole (attention):
+                    # run both models up to the layer instead (the same rows).
+                    pairs = paired_layer_inputs(
+                        model, new, name, factors.calibration, factors.batch_size, reference
                     )
-                pairs = stream_pairs(model, stream, name, reference, original)
+                else:
+                    if reference is None or name not in reference:
+                        original = original or LayerStream(
+                            model, factors.calibration, factors.batch_size
+                        )
+                    pairs = stream_pairs(model, stream, name, reference, original)
                 fit = fit_from_pairs(
                     model.get_submodule(name),
                     module,
@@ -365,7 +378,11 @@ def _build(
                         damping,
                         module.weight.dtype,
                     )
-                stream.replace(name, lf.build_layer(module, factorised[name]))
+                layer = lf.build_layer(module, factorised[name])
+                if stream is not None:
+                    stream.replace(name, layer)
+                else:
+                    set_submodule(new, name, layer)
             elif fit is not None:
                 weight = fit.weight.reshape(module.weight.shape).to(module.weight)
                 module.weight = nn.Parameter(weight, requires_grad=module.weight.requires_grad)
@@ -453,6 +470,7 @@ def hybrid_compress(
     if param_reduction is not None:
         param_reduction = check_reduction(param_reduction)
     moves = _check_moves(moves)
+    model = split_for_svd(model)  # as hybrid_factors saw it (a copy only with attention)
     if factors is None:
         if calibration is None:
             raise TypeError("calibration is required unless cached factors are passed")

@@ -84,6 +84,12 @@ class _Tracer(fx.Tracer):
             return opened(m, *args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
 
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        # A module that says it must stay whole (compress.attention.ProjectedAttention) is a leaf.
+        return getattr(type(m), "fx_leaf", False) or super().is_leaf_module(
+            m, module_qualified_name
+        )
+
 
 def trace_model(model: nn.Module) -> fx.GraphModule:
     """The ``fx.GraphModule`` of ``model``, with PyTorch's Transformer encoder layers opened.
