@@ -198,7 +198,13 @@ from smoothviz.notebook_params import TradeoffParams
 from smoothviz.plots import lambda_sweep_grid, tradeoff_grid
 from smoothviz.results_file import save_results
 from smoothviz.sweep import sweep_seeds
-from smoothviz.tables import best_methods_summary, differences_summary, tradeoff_summary
+from smoothviz.tables import (
+    best_methods_summary,
+    differences_summary,
+    frontier_placement,
+    frontier_summary,
+    tradeoff_summary,
+)
 
 params = TradeoffParams.from_notebook(globals())
 params""",
@@ -246,12 +252,12 @@ print(headline_sentence(results, spread=spread))""",
             "code",
             """frontier = frontier_for(params.training_configs()["baseline"], params.frontier_widths,
                         data=data, seeds=params.seeds)
-frontier""",
+frontier_summary(frontier) if frontier is not None else None""",
         ),
         (
             "code",
             """if frontier is not None:
-    display(compare_to_frontier(results, frontier))""",
+    display(frontier_placement(compare_to_frontier(results, frontier)))""",
         ),
         (
             "markdown",

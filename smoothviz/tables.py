@@ -388,6 +388,51 @@ def checkpoint_summary(table: pd.DataFrame) -> Table:
     return Table(pd.DataFrame(cells), caption)
 
 
+def frontier_summary(frontier: pd.DataFrame) -> Table:
+    """Notebook 04's trained-small frontier (:func:`smoothviz.frontier.reference_frontier` or a
+    committed measurement): one row per width and seed."""
+    cells = {
+        "width": frontier["width"].map(integer),
+        "seed": frontier["seed"].map(integer),
+        "params": frontier["params"].map(count),
+        "test acc %": frontier["test_acc"].map(pct),
+        "source": frontier["source"].astype(str),
+    }
+    caption = (
+        "The baseline's recipe trained from scratch at narrower widths. width: the model's base "
+        "width; params: its parameters; test acc %: accuracy on the test split in %; source: "
+        "trained in this run, or the committed measurement for this recipe."
+    )
+    return Table(pd.DataFrame(cells), caption)
+
+
+def frontier_placement(placed: pd.DataFrame) -> Table:
+    """Notebook 04's results against the frontier (:func:`smoothviz.frontier.compare_to_frontier`):
+    one row per training, method and target."""
+    keys = [c for c in ("training", "method") if c in placed.columns]
+    cells = {k: placed[k].astype(str) for k in keys}
+    if "target_reduction" in placed.columns:
+        cells["target"] = placed["target_reduction"].map(pct)
+    cells["params"] = placed["params"].map(count)
+    cells["test acc %"] = placed["test_acc"].map(pct)
+    cells["frontier acc %"] = placed["frontier_acc"].map(pct)
+    cells["gap pp"] = [
+        interval(g, lo, hi, signed=True)
+        for g, lo, hi in zip(placed["frontier_gap"], placed["gap_low"], placed["gap_high"])
+    ]
+    cells["versus frontier"] = placed["versus_frontier"].astype(str)
+    caption = (
+        "Each compressed result against the trained-small frontier at its own parameter count. "
+        "target: parameters removed; params: parameters left; test acc %: accuracy after "
+        "compression; frontier acc %: the frontier's accuracy at that count, interpolated "
+        "linearly in log-parameters between the two nearest widths (never extrapolated); gap pp: "
+        "compressed minus frontier in percentage points, with its 95 % t interval over seeds "
+        "when there are several; versus frontier: above / below when the whole interval is on "
+        "one side."
+    )
+    return Table(pd.DataFrame(cells), caption)
+
+
 def _seeds_words(n_seeds: int) -> str:
     if n_seeds > 1:
         return f"mean over {n_seeds} seeds, with its 95 % Student-t interval over seeds in brackets"

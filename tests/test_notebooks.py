@@ -204,7 +204,7 @@ def test_notebook_executed_by_papermill_without_errors(small_report, name):
     html = (index.parent / "00-defaults" / f"{name}.html").read_text()
     assert "from_notebook(globals())" not in html  # rendered without input cells
     if name == "04_tradeoff":  # the trained-small frontier, trained and placed against
-        assert "versus_frontier" in html
+        assert "versus frontier" in html  # the placement table's column
         assert "above (one seed)" in html or "below (one seed)" in html
     # The landing page shows each notebook's headline figure, cropped to a thumbnail.
     assert (index.parent / "00-defaults" / f"{name}.png").is_file()

@@ -100,13 +100,16 @@ def test_same_config_and_seed_give_the_same_weights_and_the_cache_returns_them(c
 
 
 @pytest.mark.slow
-def test_resume_after_a_real_kill_ends_with_the_same_weights(cache_dir):
+def test_resume_after_a_real_kill_ends_with_the_same_weights(cache_dir, monkeypatch):
     cfg = TrainConfig(**{**FAST, "epochs": 6})
     script = (
         "import json,sys,torch; from smoothviz.config import TrainConfig; from smoothviz.training import train; "
         f"torch.set_num_threads({torch.get_num_threads()}); "  # same float summation order as here
         "train(TrainConfig(**json.loads(sys.argv[1])), progress=False)"
     )
+    # Both processes keep the count set here (smoothviz.threads would otherwise share the cores
+    # out anew in each, and another count sums the floats in another order).
+    monkeypatch.setenv("SMOOTHVIZ_THREADS", "off")
     env = dict(os.environ, SMOOTHVIZ_CACHE=str(cache_dir))
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.to_dict())], env=env)
     partial = cache_dir / "checkpoints" / f"{cache_key(cfg)}.partial.pt"
