@@ -59,6 +59,19 @@ def command(script: str | Path, argv: Sequence[str] | None = None) -> str:
     return shlex.join(["python", shown, *args])
 
 
+def machine_load() -> dict[str, float]:
+    """The 1-, 5- and 15-minute load averages, the cores, and the 1-minute load per core."""
+    one, five, fifteen = os.getloadavg()
+    cores = os.cpu_count() or 1
+    return {
+        "load_1": one,
+        "load_5": five,
+        "load_15": fifteen,
+        "cores": cores,
+        "per_core": one / cores,
+    }
+
+
 def provenance(
     device: Any = "cpu", *, script: str | Path, argv: Sequence[str] | None = None
 ) -> dict[str, str]:

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import Results, add_render_only, provenance, render_source
+from _common import Results, add_render_only, machine_load, provenance, render_source
 
 from smoothviz.compress import METHODS, BudgetError
 from smoothviz.config import TrainConfig
@@ -71,19 +70,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default="compression_speed")
     add_render_only(p)
     return p.parse_args(argv)
-
-
-def machine_load() -> dict[str, float]:
-    """The 1-, 5- and 15-minute load averages, the cores, and the 1-minute load per core."""
-    one, five, fifteen = os.getloadavg()
-    cores = os.cpu_count() or 1
-    return {
-        "load_1": one,
-        "load_5": five,
-        "load_15": fifteen,
-        "cores": cores,
-        "per_core": one / cores,
-    }
 
 
 def guard(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

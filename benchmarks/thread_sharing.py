@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Results, add_render_only, provenance, render_source
+from _common import Results, add_render_only, machine_load, provenance, render_source
 
 from smoothviz.presets import BENCHMARK_MODEL
 from smoothviz.threads import available_cores
@@ -62,18 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--worker", nargs=2, metavar=("BARRIER", "RESULT"), help=argparse.SUPPRESS)
     add_render_only(p)
     return p.parse_args(argv)
-
-
-def _load() -> dict[str, float]:
-    one, five, fifteen = os.getloadavg()
-    cores = os.cpu_count() or 1
-    return {
-        "load_1": one,
-        "load_5": five,
-        "load_15": fifteen,
-        "cores": cores,
-        "per_core": one / cores,
-    }
 
 
 # ---------------------------------------------------------------------------------- one process
@@ -130,7 +118,7 @@ def run(mode: str, processes: int, args, argv: list[str]) -> dict:
         tmp = Path(tmp)
         env["SMOOTHVIZ_THREADS_DIR"] = str(tmp / "registry")  # only this run's processes
         (tmp / "expected").write_text(str(processes))
-        before = _load()
+        before = machine_load()
         procs = [
             subprocess.Popen(
                 [sys.executable, __file__, *argv, "--worker", str(tmp), str(tmp / f"result-{i}")],
@@ -139,7 +127,7 @@ def run(mode: str, processes: int, args, argv: list[str]) -> dict:
             for i in range(processes)
         ]
         codes = [p.wait(timeout=args.timeout) for p in procs]
-        after = _load()
+        after = machine_load()
         if any(codes):
             raise SystemExit(f"{mode}: a worker failed (exit codes {codes})")
         workers = [json.loads((tmp / f"result-{i}").read_text()) for i in range(processes)]
@@ -209,7 +197,7 @@ def main(argv=None) -> None:
         results.write_markdown(render(json.loads(source.read_text())))
         print(results.path("md").read_text())
         return
-    start = _load()
+    start = machine_load()
     if start["per_core"] > args.max_load and not args.allow_loaded:
         raise SystemExit(
             f"the machine is loaded (1-minute load average {start['load_1']:.2f} on "
