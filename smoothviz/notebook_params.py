@@ -465,8 +465,10 @@ class TradeoffParams(NotebookParams):
     reductions: tuple[float, ...] = _help(
         "target parameter reductions, each in [0, 1)", default=DEFAULT_REDUCTIONS
     )
+    # Off by default: in the main job it doubled the test-set passes (about 50 s of its 300 s,
+    # benchmarks/results/main_job_profile.md); the full and cifar10 presets turn it on.
     bn_reestimate: bool = _help(
-        "also report accuracy after BatchNorm re-estimation (its own columns)", default=True
+        "also report accuracy after BatchNorm re-estimation (its own columns)", default=False
     )
     show_lambda_sweep: bool = _help(
         "also draw the committed regulariser-weight sweep (benchmarks/results/lambda_sweep.csv)",

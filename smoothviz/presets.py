@@ -35,8 +35,9 @@ MAIN_JOB: dict[str, Any] = {
 }
 
 # The main job must fit its 5 minutes (benchmarks/results/main_job_time.md): its two trainings
-# take about 170 s of it and the trade-off notebook 58 s for 2 methods x 2 targets x 2 trainings
-# (two passes over the 10,000 test images per cell, plain and after BN re-estimation). Earlier
+# take about 145 s of it. With six targets the trade-off notebook's sweep took 128 s, 96 s of it
+# test-set passes, half of those after BN re-estimation (main_job_profile.md), and the job 320 s
+# (main_job_time_six_targets.md); so the main job leaves BN re-estimation off. Earlier
 # runs of that script, whose result files were not kept: four methods at 50/70/85 % took 368 s,
 # svd/svd_data_aware/interpolative at 70/85 % 306 s, with svd_data_aware the best method of both
 # trainings at both targets. So the default runs the paper's weight-only SVD and the data-aware
