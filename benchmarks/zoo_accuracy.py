@@ -47,6 +47,7 @@ SETUPS: dict[str, dict[str, Any]] = {
     "vit": {"model": "vit", "width": 64, "epochs": 8},
 }
 REDUCTIONS = (0.5, 0.7, 0.85)
+BN_IMAGES = 2048  # BatchNorm re-estimation images (fewer when the training split is smaller)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,7 +104,8 @@ def render(payload: dict) -> str:
             for s, c in configs.items()
         )
         + f". One seed ({payload['arguments']['seed']}). Test accuracy straight after compression "
-        "(`acc`, no gradient step) and after BatchNorm re-estimation on 2,048 training images "
+        "(`acc`, no gradient step) and after BatchNorm re-estimation on "
+        f"{payload.get('bn_images', BN_IMAGES):,} training images "
         f"(`acc BN`, its own column), {payload['test_images']} test images, "
         f"{payload['arguments']['calibration_size']} calibration images; targets are whole-network "
         "parameter reductions, met within 1 pp (`achieved`). Latency: median forward time of a "
@@ -190,6 +192,7 @@ def main(argv=None) -> None:
                 args.reductions,
                 data,
                 calibration_size=args.calibration_size,
+                bn_images=BN_IMAGES,
                 latency_repeats=args.latency_repeats,
                 seed=args.seed,
             ).assign(setup=setup, model=cfg.model, git_sha=env["git_sha"])
@@ -205,6 +208,7 @@ def main(argv=None) -> None:
         "configs": {name: cfg.to_dict() for name, cfg in configs.items()},
         "config_hashes": {name: cfg.config_hash() for name, cfg in configs.items()},
         "test_images": len(data.y_test),
+        "bn_images": min(BN_IMAGES, len(data.y_train)),  # what sweep() re-estimates BN on
         "sweep_seconds": seconds,
         "rows": json.loads(df.to_json(orient="records")),
     }

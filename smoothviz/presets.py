@@ -21,7 +21,7 @@ from typing import Any
 
 # The main job's trainings (docs/notebooks.md): the model from
 # benchmarks/results/main_job_model.md; 24,000 images because 30,000 took 314-335 s
-# (main_job_time_30k_runs.md) and 24,000 265 s (main_job_time.md) with both trainings >= 0.89;
+# (main_job_time_30k_runs.md) and 24,000 265 s (two targets, 2026-11-26) with both >= 0.89;
 # the first-order weight from the main job's own sweep, lambda_sweep_main_job.md: the best mean
 # accuracy at 70 % fewer parameters over the report's default methods among weights costing
 # <= 0.5 pp uncompressed.
