@@ -126,3 +126,18 @@ def test_the_default_methods_are_measured_ones_and_the_full_preset_runs_every_me
     for preset in ("full", "cifar10"):
         tradeoff = [nb for nb in plan(preset)[0].notebooks if nb.name == "04_tradeoff"][0]
         assert TradeoffParams.from_dict(tradeoff.parameters).method_list == list(METHODS)
+
+
+def test_the_committed_seed_spread_is_of_the_main_jobs_configuration_with_five_seeds():
+    """A one-seed report quotes seed_spread.json only when it is of the same configuration: after a
+    change to the main job's trainings this fails until the spread is measured again."""
+    from smoothviz.headline import load_seed_spread
+
+    record = json.loads((RESULTS / "seed_spread.json").read_text())
+    params = TradeoffParams()
+    spread = load_seed_spread(params.training_configs(), params.dataset, 10_000)
+    assert spread is not None, "seed_spread.json is not of the main job's configuration"
+    assert len(record["seeds"]) >= 5
+    for training in ("baseline", "smooth"):
+        assert len(record["uncompressed"][training]["per_seed"]) == len(record["seeds"])
+    assert {(m, t) for m in params.method_list for t in params.reductions} <= set(spread.per_seed)
