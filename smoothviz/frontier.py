@@ -1,6 +1,6 @@
 """The trained-small frontier: the same architecture trained from scratch at narrower widths.
 
-A compressed model has two references (design.md, "Reporting a difference"): its own uncompressed
+A compressed model has two references: its own uncompressed
 accuracy, and the same architecture trained from scratch, with the same recipe, at the same
 parameter count. The second answers the question every compression result is asked: would simply
 training a smaller network have done as well?
@@ -303,7 +303,7 @@ def compare_to_frontier(
     results
         A :func:`smoothviz.sweep.sweep` frame (``params``, ``column`` and the ``by`` columns);
         with a ``seed`` column, rows of several seeds are grouped and each is compared with the
-        frontier of its own seed (paired; design.md).
+        frontier of its own seed (paired).
     frontier
         From :func:`reference_frontier` or :func:`committed_frontier`.
     column

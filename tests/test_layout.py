@@ -9,6 +9,7 @@ cycle for the reader.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,15 @@ def test_the_graph_sees_function_level_and_package_imports():
         t.startswith("smoothviz.compress") for t in edges["smoothviz.sweep"]
     )
     assert not _is_package_init("smoothviz.sweep") and _is_package_init("smoothviz.compress")
+
+
+def test_nothing_the_project_ships_cites_a_file_outside_it():
+    """The method definitions users read are in docs/; no module, notebook or page names the
+    developers' own notes (design.md, style.md), which a user's clone does not have."""
+    root = Path(__file__).resolve().parent.parent
+    shipped = [root / "README.md", *root.glob("docs/*.md"), *root.glob("notebooks/*.ipynb")]
+    shipped += root.glob("smoothviz/**/*.py")
+    cited = [
+        p.relative_to(root) for p in shipped if re.search(r"\b(design|style)\.md\b", p.read_text())
+    ]
+    assert not cited, f"these cite design.md/style.md, which are not in the project: {cited}"
