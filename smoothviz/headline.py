@@ -4,8 +4,8 @@ From a :func:`smoothviz.sweep.sweep` frame of the two trainings a report compare
 ``smooth``), at one seed or several (column ``seed``):
 
 - :func:`headline_table`: per training, method and target, the mean test accuracy over seeds with
-  its 95 % Student-t interval, without and with BatchNorm re-estimation, next to the uncompressed
-  accuracy (the records ``report.json`` stores under ``headline``);
+  its 95 % Student-t interval, and after BatchNorm re-estimation when measured, next to the
+  uncompressed accuracy (the records ``report.json`` stores under ``headline``);
 - :func:`differences`: per method and target, smooth minus baseline *paired* by seed, with its
   95 % interval and a verdict ("benefit", "harm", "unclear"; ``report.json``'s ``differences``).
   Over seeds when there are several; with one seed, over the test images from the two compressed
