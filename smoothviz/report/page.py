@@ -4,11 +4,12 @@ The page opens with the headline of each grid point: the table of test accuracie
 method and target, and after BatchNorm re-estimation when it was measured, next to the
 uncompressed accuracy; the best method per target) and one sentence computed from it
 (:mod:`smoothviz.headline`), on the test split it names. Then the status, a summary table with
-links, the parameters of every point, and the device, versions and git SHA that produced it. ``report.json`` holds the same content, the headline
-as records under ``headline`` (each with ``n_seeds``, ``test_acc_mean`` and ``test_acc_ci95``) and
-the paired differences under ``differences`` (one record per point, method and target with
-``difference_mean``, ``difference_ci95``, ``n_seeds``, ``ci_source`` and ``verdict``). Every
-user-given string is HTML-escaped.
+links, the parameters of every point, and the device, versions and git SHA that produced it.
+``report.json`` holds the same content, the headline as records under ``headline`` (each with
+``n_seeds``, ``test_acc_mean`` and ``test_acc_ci95``) and the paired differences under
+``differences`` (one record per point, method and target with ``difference_mean``,
+``difference_ci95``, ``n_seeds``, ``ci_source`` and ``verdict``). Every user-given string is
+HTML-escaped.
 """
 
 from __future__ import annotations
