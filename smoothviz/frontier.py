@@ -1,8 +1,9 @@
 """The trained-small frontier: the same architecture trained from scratch at narrower widths.
 
 A compressed model has two references: its own uncompressed accuracy, and the same architecture
-trained from scratch, with the same recipe, at the same parameter count. The second answers the question every compression result is asked: would simply
-training a smaller network have done as well?
+trained from scratch, with the same recipe, at the same parameter count. The second answers the
+question every compression result is asked: would simply training a smaller network have done as
+well?
 
 - :func:`reference_frontier` trains the configuration at narrower widths (every other field
   unchanged, through :func:`smoothviz.training.train` and its checkpoint cache; on a Dask cluster
