@@ -64,7 +64,7 @@ from smoothviz.compress.layer_inputs import (
     paired_layer_inputs,
     reference_inputs,
 )
-from smoothviz.compress.layer_stream import LayerStream, open_stream, stream_pairs
+from smoothviz.compress.layer_stream import RefitPass
 from smoothviz.compress.output_fit import truncation_factors, whiten
 from smoothviz.compress.rank_allocation import (
     allocate_ranks,
@@ -73,7 +73,7 @@ from smoothviz.compress.rank_allocation import (
     rank_sensitivity,
 )
 from smoothviz.compress.shrinkage import RowShortfall, sample_shrinkage, warn_few_rows
-from smoothviz.layers import matrix_view, select_layers, set_submodule
+from smoothviz.layers import matrix_view, select_layers
 
 DEFAULT_DAMPING = 1e-2
 OUTPUT_WEIGHTINGS = ("batchnorm", "none")
@@ -279,7 +279,9 @@ def sequential_refit(
     used: dict[str, int | None] = {}
     changed = False  # until a layer is cut, X̂ = X and the cached factors are exact
     names = [n for n in factors.order if n in ranks]
-    streams: dict[str, LayerStream | None] = {}  # the copy's forward pass, paused layer by layer
+    # The copy's forward pass, paused layer by layer; traced at the first cut (before it, the
+    # cached factors are exact and no layer's inputs are needed).
+    refit = RefitPass(model, new, calibration, batch_size, reference)
     try:
         for name in tqdm(names, desc="sequential refit", disable=not progress, leave=False):
             f, r = factors[name], int(ranks[name])
@@ -288,13 +290,6 @@ def sequential_refit(
                 used[name] = None
                 continue
             if changed:
-                if "new" not in streams:
-                    streams["new"] = open_stream(new, calibration, batch_size)
-                stream, pairs = streams["new"], None
-                if stream is not None and name in stream:
-                    if (reference is None or name not in reference) and "original" not in streams:
-                        streams["original"] = LayerStream(model, calibration, batch_size)
-                    pairs = stream_pairs(model, stream, name, reference, streams.get("original"))
                 f = refit_layer(
                     model,
                     new,
@@ -303,13 +298,9 @@ def sequential_refit(
                     factors,
                     batch_size=batch_size,
                     reference=reference,
-                    pairs=pairs,
+                    pairs=refit.pairs(name),
                 )
-            layer = f.build_layer(m, r)
-            if streams.get("new") is not None:
-                streams["new"].replace(name, layer)
-            else:
-                set_submodule(new, name, layer)
+            refit.replace(name, f.build_layer(m, r))
             used[name] = r
             changed = True
     finally:

@@ -68,13 +68,12 @@ from smoothviz.compress.interpolative import IDFactors, interpolative_factors
 from smoothviz.compress.layer_inputs import (
     ReferenceInputs,
     collect_input_stats,
-    paired_layer_inputs,
     reference_key,
 )
-from smoothviz.compress.layer_stream import LayerStream, open_stream, stream_pairs
+from smoothviz.compress.layer_stream import RefitPass
 from smoothviz.compress.output_fit import fit_from_pairs, truncation_factors
 from smoothviz.compress.surgery import bias_readers, check_kept_counts, cut_group, fold_shift
-from smoothviz.layers import compressible_layers, layers_value, set_submodule
+from smoothviz.layers import compressible_layers, layers_value
 
 MOVES = ("factorize", "remove_channels")
 _UNIT_OF = {"factorize": RANK, "remove_channels": CHANNEL}
@@ -336,28 +335,17 @@ def _build(
     changed = False  # until a layer changes, the original's inputs are the current ones
     try:
         names = [n for n in factors.order if n in touched]
-        stream = open_stream(new, factors.calibration, factors.batch_size) if names else None
-        original = None  # the original's own stream, for layers the reference does not hold
+        refit = RefitPass(model, new, factors.calibration, factors.batch_size, reference)
+        if names:
+            refit.open()  # after the channel cuts, before any layer is refitted
         for name in tqdm(names, desc="hybrid refit", disable=not progress, leave=False):
             module = new.get_submodule(name)
             fit = None
             if changed or name in rows or name in readers:
-                if stream is None or name not in stream:
-                    # fx cannot trace the model, or keeps the layer's module whole (attention):
-                    # run both models up to the layer instead (the same rows).
-                    pairs = paired_layer_inputs(
-                        model, new, name, factors.calibration, factors.batch_size, reference
-                    )
-                else:
-                    if reference is None or name not in reference:
-                        original = original or LayerStream(
-                            model, factors.calibration, factors.batch_size
-                        )
-                    pairs = stream_pairs(model, stream, name, reference, original)
                 fit = fit_from_pairs(
                     model.get_submodule(name),
                     module,
-                    pairs,
+                    refit.pairs(name),
                     damping=damping,
                     rows=rows.get(name),
                     intercept=name in readers,
@@ -378,11 +366,7 @@ def _build(
                         damping,
                         module.weight.dtype,
                     )
-                layer = lf.build_layer(module, factorised[name])
-                if stream is not None:
-                    stream.replace(name, layer)
-                else:
-                    set_submodule(new, name, layer)
+                refit.replace(name, lf.build_layer(module, factorised[name]))
             elif fit is not None:
                 weight = fit.weight.reshape(module.weight.shape).to(module.weight)
                 module.weight = nn.Parameter(weight, requires_grad=module.weight.requires_grad)

@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from smoothviz.compress.chains import trace
-from smoothviz.compress.layer_inputs import ReferenceInputs, input_rows
+from smoothviz.compress.layer_inputs import ReferenceInputs, input_rows, paired_layer_inputs
 from smoothviz.layers import set_submodule
 
 
@@ -124,3 +124,57 @@ def stream_pairs(
     for i, (x_hat, images) in enumerate(current):
         x = reference.batch(name, i) if recorded else theirs[i][0]
         yield input_rows(m_orig, x).float(), input_rows(m_new, x_hat).float(), images
+
+
+class RefitPass:
+    """Both sides of a sequential refit, layer by layer, for every sequential method (the
+    data-aware SVD's refit, the hybrid's): per layer the input rows in ``original`` and in
+    ``copy`` (the copy being compressed in forward order), and the place a compressed layer goes.
+
+    The copy's side comes from its :class:`LayerStream` (traced by :meth:`open`, once), or, where
+    fx cannot trace the copy or keeps the layer's module whole (attention), from running both
+    models up to the layer (the same rows). The original's side comes from ``reference`` where it
+    holds the layer, else from the original's own stream, opened when first needed.
+    """
+
+    def __init__(
+        self,
+        original: nn.Module,
+        copy: nn.Module,
+        calibration: torch.Tensor,
+        batch_size: int,
+        reference: ReferenceInputs | None,
+    ) -> None:
+        self.original, self.copy = original, copy
+        self._calibration, self._batch_size, self._reference = calibration, batch_size, reference
+        self._opened = False
+        self._stream: LayerStream | None = None
+        self._original_stream: LayerStream | None = None
+
+    def open(self) -> None:
+        """Trace the copy as it is now (the first call only); later changes go through
+        :meth:`replace`."""
+        if not self._opened:
+            self._stream = open_stream(self.copy, self._calibration, self._batch_size)
+            self._opened = True
+
+    def pairs(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Per batch, layer ``name``'s input rows in the original and in the copy, and the image
+        count (opens the copy's stream if it is not open). Layers are asked for in forward order."""
+        self.open()
+        stream = self._stream
+        if stream is None or name not in stream:
+            return paired_layer_inputs(
+                self.original, self.copy, name, self._calibration, self._batch_size, self._reference
+            )
+        recorded = self._reference is not None and name in self._reference
+        if not recorded and self._original_stream is None:
+            self._original_stream = LayerStream(self.original, self._calibration, self._batch_size)
+        return stream_pairs(self.original, stream, name, self._reference, self._original_stream)
+
+    def replace(self, name: str, layer: nn.Module) -> None:
+        """Put ``layer`` in place of layer ``name`` of the copy (and of its stream when open)."""
+        if self._stream is not None:
+            self._stream.replace(name, layer)
+        else:
+            set_submodule(self.copy, name, layer)
